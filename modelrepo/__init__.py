@@ -1,0 +1,377 @@
+"""The model repository: the one contract between training and serving.
+
+Layout (Triton's model-repository layout, so Triton or KServe can serve the same folder)::
+
+    <repository>/<model>/config.pbtxt
+    <repository>/<model>/<version>/model.onnx
+    <repository>/<model>/<version>/metadata.json
+
+Versions are positive integers without leading zeros; the highest complete one is "latest".
+Every other name inside a model directory is ignored by readers: ``.tmp-*`` directories are
+versions being written, ``retired-<N>`` directories are versions taken out of service (their
+numbers are never reused).
+
+This module is torch-free and imports nothing beyond the standard library, so the training job,
+the server and the repository command-line tools all share exactly this code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+CONFIG_FILE = "config.pbtxt"
+LOCK_FILE = ".lock"
+TMP_PREFIX = ".tmp-"
+RETIRED_PREFIX = "retired-"
+PLATFORM = "onnxruntime_onnx"
+DEFAULT_REPOSITORY = "./artifacts"
+REPOSITORY_ENV = "SOFTSERVE_MODEL_REPOSITORY"
+
+N_FEATURES = 4
+N_CLASSES = 3
+INPUT_NAME = "input"
+PROBABILITIES = "probabilities"
+CLASS = "class"
+
+# The V2 tensor metadata every version must declare and every model.onnx must match.
+INPUTS: list[dict[str, Any]] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_FEATURES]}]
+OUTPUTS: list[dict[str, Any]] = [
+    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, N_CLASSES]},
+    {"name": CLASS, "datatype": "INT64", "shape": [-1]},
+]
+
+_VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
+_RETIRED_RE = re.compile(re.escape(RETIRED_PREFIX) + r"([1-9][0-9]{0,17})")
+# Model names reach URLs and the filesystem: a conservative alphabet, no path separators,
+# no leading dot (so never "." or "..").
+_MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+# Keys metadata.json must hold, with the JSON type each must have.
+REQUIRED_METADATA: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "version": int,
+    "created_at": str,
+    "feature_names": list,
+    "class_labels": list,
+    "inputs": list,
+    "outputs": list,
+    "model": dict,
+    "libraries": dict,
+    "data": dict,
+    "training": dict,
+    "loss_curve": list,
+    "metrics": dict,
+    "parity": dict,
+}
+
+
+class RepositoryError(Exception):
+    """A problem with the repository itself (unusable path, bad model name)."""
+
+
+class BrokenVersion(Exception):
+    """A version directory that must not be served; ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def default_repository() -> Path:
+    """The repository path: ``SOFTSERVE_MODEL_REPOSITORY``, else ``./artifacts``."""
+    return Path(os.environ.get(REPOSITORY_ENV) or DEFAULT_REPOSITORY)
+
+
+def is_model_name(name: str) -> bool:
+    return _MODEL_NAME_RE.fullmatch(name) is not None
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name. Raises RepositoryError otherwise."""
+    if not is_model_name(name):
+        raise RepositoryError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_version(name: str) -> int | None:
+    """The version number a directory name stands for, or None if it is not a version."""
+    return int(name) if _VERSION_RE.fullmatch(name) else None
+
+
+def model_names(repository: Path) -> list[str]:
+    """Names of the model directories in the repository, sorted. Missing repository: []."""
+    try:
+        entries = list(os.scandir(repository))
+    except FileNotFoundError:
+        return []
+    return sorted(e.name for e in entries if e.is_dir() and is_model_name(e.name))
+
+
+def version_dirs(model_dir: Path) -> dict[int, Path]:
+    """Integer-named subdirectories of a model directory (complete or broken), by number."""
+    try:
+        entries = list(os.scandir(model_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found: dict[int, Path] = {}
+    for entry in entries:
+        number = parse_version(entry.name)
+        if number is not None and entry.is_dir():
+            found[number] = Path(entry.path)
+    return dict(sorted(found.items()))
+
+
+def retired_versions(model_dir: Path) -> list[int]:
+    """Numbers of the versions retired out of the integer namespace, sorted."""
+    try:
+        names = os.listdir(model_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(m.group(1)) for n in names if (m := _RETIRED_RE.fullmatch(n)))
+
+
+def highest_version_used(model_dir: Path) -> int:
+    """The highest version number ever used for a model (live, broken or retired); 0 if none."""
+    return max([0, *version_dirs(model_dir), *retired_versions(model_dir)])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_pbtxt(model_name: str) -> str:
+    """Triton's model configuration for a model of this contract.
+
+    ``max_batch_size: 0`` with an explicit ``-1`` batch dimension: the graph batches itself,
+    so Triton passes whole requests through as they are.
+    """
+
+    def tensor(spec: Mapping[str, Any]) -> str:
+        dims = ", ".join(str(d) for d in spec["shape"])
+        return (
+            f'  {{\n    name: "{spec["name"]}"\n    data_type: TYPE_{spec["datatype"]}\n'
+            f"    dims: [ {dims} ]\n  }}"
+        )
+
+    sep = ",\n"
+    return (
+        f'name: "{model_name}"\nplatform: "{PLATFORM}"\nmax_batch_size: 0\n'
+        f"input [\n{sep.join(tensor(s) for s in INPUTS)}\n]\n"
+        f"output [\n{sep.join(tensor(s) for s in OUTPUTS)}\n]\n"
+    )
+
+
+def check_metadata(metadata: Any, path: Path, version: int | None = None) -> dict[str, Any]:
+    """Validate a parsed metadata.json against the schema. Raises BrokenVersion."""
+    if not isinstance(metadata, dict):
+        raise BrokenVersion(path, f"{METADATA_FILE} is not a JSON object")
+    for key, kind in REQUIRED_METADATA.items():
+        if key not in metadata:
+            raise BrokenVersion(path, f"{METADATA_FILE} lacks {key!r}")
+        if not isinstance(metadata[key], kind) or isinstance(metadata[key], bool):
+            raise BrokenVersion(path, f"{METADATA_FILE}: {key!r} has the wrong type")
+    if version is not None and metadata["version"] != version:
+        raise BrokenVersion(
+            path, f"{METADATA_FILE} says version {metadata['version']}, directory says {version}"
+        )
+    if metadata["inputs"] != INPUTS or metadata["outputs"] != OUTPUTS:
+        raise BrokenVersion(path, f"{METADATA_FILE}: tensor signature differs from the contract")
+    names, labels = metadata["feature_names"], metadata["class_labels"]
+    if len(names) != N_FEATURES or not all(isinstance(n, str) for n in names):
+        raise BrokenVersion(path, f"{METADATA_FILE}: feature_names must be {N_FEATURES} strings")
+    if len(labels) != N_CLASSES or not all(isinstance(n, str) for n in labels):
+        raise BrokenVersion(path, f"{METADATA_FILE}: class_labels must be {N_CLASSES} strings")
+    if not isinstance(metadata["model"].get("sha256"), str):
+        raise BrokenVersion(path, f"{METADATA_FILE}: model.sha256 is missing")
+    return metadata
+
+
+def read_version(version_dir: Path) -> tuple[dict[str, Any], bytes]:
+    """Read and verify one version: metadata checked, model bytes matching their sha256.
+
+    Raises BrokenVersion with the reason if any file is missing, unreadable or inconsistent.
+    """
+    version = parse_version(version_dir.name)
+    try:
+        raw = (version_dir / METADATA_FILE).read_bytes()
+    except FileNotFoundError:
+        raise BrokenVersion(version_dir, f"{METADATA_FILE} is missing") from None
+    except OSError as exc:
+        raise BrokenVersion(version_dir, f"{METADATA_FILE} is unreadable: {exc.strerror}") from None
+    try:
+        metadata = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BrokenVersion(version_dir, f"{METADATA_FILE} is not valid JSON: {exc}") from None
+    check_metadata(metadata, version_dir, version)
+    try:
+        model_bytes = (version_dir / MODEL_FILE).read_bytes()
+    except FileNotFoundError:
+        raise BrokenVersion(version_dir, f"{MODEL_FILE} is missing") from None
+    except OSError as exc:
+        raise BrokenVersion(version_dir, f"{MODEL_FILE} is unreadable: {exc.strerror}") from None
+    actual = hashlib.sha256(model_bytes).hexdigest()
+    if actual != metadata["model"]["sha256"]:
+        raise BrokenVersion(
+            version_dir,
+            f"{MODEL_FILE} sha256 {actual[:12]}… does not match metadata "
+            f"{metadata['model']['sha256'][:12]}…",
+        )
+    return metadata, model_bytes
+
+
+@contextlib.contextmanager
+def model_lock(model_dir: Path) -> Iterator[None]:
+    """Hold the model directory's writer lock (an flock; released if the holder dies)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(model_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(model_dir: Path) -> list[str]:
+    """Remove ``.tmp-<pid>-*`` directories whose writer process is gone. Returns their names.
+
+    Call with the model lock held. A writer that was killed mid-write leaves one behind; it was
+    never visible as a version, and nothing else can finish it.
+    """
+    removed = []
+    for name in os.listdir(model_dir):
+        if not name.startswith(TMP_PREFIX):
+            continue
+        pid_text = name[len(TMP_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            continue
+        shutil.rmtree(model_dir / name, ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o644)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Published:
+    model: str
+    version: int
+    path: Path
+
+
+def publish_version(
+    repository: Path,
+    model_name: str,
+    model_bytes: bytes,
+    metadata: dict[str, Any],
+    extra_files: Mapping[str, bytes] | None = None,
+) -> Published:
+    """Publish a new version of ``model_name``: next number, written whole, renamed into place.
+
+    The number is the highest ever used plus one, claimed under the model's lock, so racing
+    publishers never share one. ``metadata`` gets ``name``, ``version`` and ``model.sha256``
+    filled in and is checked against the schema before anything becomes visible.
+    Raises RepositoryError for a bad name or an unusable repository; BrokenVersion if the
+    metadata does not satisfy the contract.
+    """
+    check_model_name(model_name)
+    model_dir = Path(repository) / model_name
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(model_dir, 0o755)
+    except OSError as exc:
+        raise RepositoryError(f"cannot use repository {repository}: {exc.strerror}") from None
+    with model_lock(model_dir):
+        clean_stale_temporaries(model_dir)
+        version = highest_version_used(model_dir) + 1
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir))
+        try:
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a non-root server must read it
+            record = {
+                **metadata,
+                "name": model_name,
+                "version": version,
+                "model": {**metadata.get("model", {}), "file": MODEL_FILE,
+                          "sha256": hashlib.sha256(model_bytes).hexdigest(),
+                          "bytes": len(model_bytes)},
+            }
+            check_metadata(record, tmp, version)
+            _write_file(tmp / MODEL_FILE, model_bytes)
+            for name, data in (extra_files or {}).items():
+                _write_file(tmp / name, data)
+            _write_file(tmp / METADATA_FILE, json.dumps(record, indent=2).encode() + b"\n")
+            _fsync_dir(tmp)
+            config = model_dir / CONFIG_FILE
+            if not config.exists():
+                _write_file(model_dir / f"{TMP_PREFIX}{CONFIG_FILE}", config_pbtxt(model_name).encode())
+                os.rename(model_dir / f"{TMP_PREFIX}{CONFIG_FILE}", config)
+            os.rename(tmp, model_dir / str(version))
+            _fsync_dir(model_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return Published(model_name, version, model_dir / str(version))
+
+
+def retire_version(model_dir: Path, version: int) -> Path:
+    """Rename a version out of the integer namespace (``retired-<N>``); never deletes.
+
+    Call with the model lock held. Raises RepositoryError if the version does not exist.
+    """
+    source = model_dir / str(version)
+    target = model_dir / f"{RETIRED_PREFIX}{version}"
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        raise RepositoryError(f"{source} does not exist") from None
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise RepositoryError(f"{target} already exists") from None
+        raise
+    _fsync_dir(model_dir)
+    return target
