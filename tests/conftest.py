@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,3 +39,73 @@ def repository(iris_repository: Path, tmp_path: Path) -> Path:
     target = tmp_path / "repository"
     shutil.copytree(iris_repository, target)
     return target
+
+
+# --- a real gunicorn on a free localhost port ------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+GUNICORN_CONF = ROOT / "serving" / "gunicorn.conf.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(repository: Path, log_dir: Path, *, workers: int = 2,
+                 env: Mapping[str, str] | None = None, python: str = sys.executable,
+                 ready_path: str = "/v2/health/live", timeout: float = 30) -> Server:
+    """Start ``gunicorn -c serving/gunicorn.conf.py serving:create_app()`` and wait for it."""
+    port = free_port()
+    log_path = log_dir / f"gunicorn-{port}.log"
+    full_env = {**os.environ, "SOFTSERVE_MODEL_REPOSITORY": str(repository),
+                "SOFTSERVE_BIND": f"127.0.0.1:{port}", "SOFTSERVE_WORKERS": str(workers),
+                "SOFTSERVE_POLL_SECONDS": "0.5", **(env or {})}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [python, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "serving:create_app()"],
+            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", port, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(server.url + ready_path, timeout=1):
+                return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"gunicorn not answering {ready_path} within {timeout} s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(iris_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real 2-worker gunicorn serving the session's iris repository (read-only)."""
+    srv = start_server(iris_repository, tmp_path_factory.mktemp("logs"),
+                       ready_path="/v2/health/ready")
+    yield srv
+    assert srv.stop() == 0, srv.log()

@@ -1,0 +1,73 @@
+"""Configuration: defaults, then ``SOFTSERVE_*`` environment variables, then a test dict.
+
+Read once, at application start-up; nothing reads the environment per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "SOFTSERVE_"
+
+
+class ConfigError(Exception):
+    """A setting with a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    model_repository: Path = Path("./artifacts")
+    default_model: str | None = None  # the model behind /predict; None: the only one there is
+    max_batch_rows: int = 100_000
+    max_body_bytes: int = 16 * 1024 * 1024
+    poll_seconds: float = 2.0  # 0 turns the repository watcher off
+    keep_versions: int = 3
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Config:
+        """Build the configuration. Raises ConfigError naming the bad variable or key."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, raw)
+        unknown = set(overrides or {}) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {sorted(unknown)}")
+        config = replace(cls(), **values, **dict(overrides or {}))
+        config = replace(config, model_repository=Path(config.model_repository))
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.max_batch_rows < 1:
+            raise ConfigError(f"{PREFIX}MAX_BATCH_ROWS must be >= 1, not {self.max_batch_rows}")
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"{PREFIX}MAX_BODY_BYTES must be >= 1024, not {self.max_body_bytes}")
+        if self.poll_seconds < 0:
+            raise ConfigError(f"{PREFIX}POLL_SECONDS must be >= 0, not {self.poll_seconds}")
+        if self.keep_versions < 1:
+            raise ConfigError(f"{PREFIX}KEEP_VERSIONS must be >= 1, not {self.keep_versions}")
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+            raise ConfigError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
+                              f"not {self.log_level!r}")
+
+
+def _convert(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(Config)}[name]
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a {kind}") from None
+    return raw

@@ -1,0 +1,59 @@
+"""One loaded model version: an onnxruntime session and its metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from modelrepo import CLASS, INPUT_NAME, INPUTS, OUTPUTS, PROBABILITIES, BrokenVersion
+
+_ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(int64)": "INT64",
+              "tensor(int32)": "INT32"}
+
+
+def _signature(values: list[Any]) -> list[dict[str, Any]]:
+    """onnxruntime's view of a graph's tensors in V2 terms (symbolic dimensions as -1)."""
+    return [{"name": v.name, "datatype": _ORT_TYPES.get(v.type, v.type),
+             "shape": [d if isinstance(d, int) else -1 for d in v.shape]} for v in values]
+
+
+class LoadedModel:
+    """A verified, loaded version. ``predict`` is safe to call from several threads."""
+
+    def __init__(self, name: str, version: int, metadata: dict[str, Any], model_bytes: bytes,
+                 path: Path) -> None:
+        """Create the session (one intra-op thread: gunicorn's workers give the parallelism).
+
+        Raises BrokenVersion if onnxruntime cannot load the graph or its tensor signature
+        differs from the metadata's.
+        """
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model_bytes, options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
+            raise BrokenVersion(path, f"onnxruntime cannot load model.onnx: {exc}") from None
+        found = (_signature(self.session.get_inputs()), _signature(self.session.get_outputs()))
+        declared = (metadata["inputs"], metadata["outputs"])
+        if found != declared or declared != (INPUTS, OUTPUTS):
+            raise BrokenVersion(path, f"model.onnx tensors {found} differ from metadata {declared}")
+        self.name = name
+        self.version = str(version)  # versions are strings on the wire, as in V2
+        self.number = version
+        self.path = path
+        self.metadata = metadata
+        self.feature_names: list[str] = list(metadata["feature_names"])
+        self.class_labels: list[str] = list(metadata["class_labels"])
+        self._outputs = [PROBABILITIES, CLASS]
+
+    def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities FP32 (N, 3) and classes INT64 (N,) for float32 rows (N, 4)."""
+        probabilities, classes = self.session.run(self._outputs, {INPUT_NAME: rows})
+        return probabilities, classes

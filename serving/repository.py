@@ -1,0 +1,219 @@
+"""The served view of the model repository: scan, load, swap — and keep serving on trouble.
+
+Each worker owns one :class:`ModelRepository`. A scan builds a new immutable snapshot (model
+name -> :class:`ModelState`) and swaps it in with one reference assignment, so a request that
+already holds a :class:`LoadedModel` finishes on it, while the next request sees the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import modelrepo
+from modelrepo import BrokenVersion
+from serving.errors import ModelNotFound, ModelNotReady
+from serving.model import LoadedModel
+
+log = logging.getLogger("softserve.repository")
+
+# What identifies a version directory's content without reading it: the directory's inode and
+# the size and mtime of its two files. Published versions are immutable; a change means a
+# different version (or someone editing it in place, which we then re-check).
+Fingerprint = tuple[int, ...]
+
+
+def _fingerprint(path: Path) -> Fingerprint | None:
+    try:
+        parts: list[int] = [os.stat(path).st_ino]
+        for name in (modelrepo.MODEL_FILE, modelrepo.METADATA_FILE):
+            try:
+                st = os.stat(path / name)
+                parts += [st.st_ino, st.st_size, st.st_mtime_ns]
+            except FileNotFoundError:
+                parts += [0, -1, 0]
+        return tuple(parts)
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """One model as this worker serves it."""
+
+    name: str
+    loaded: dict[int, LoadedModel]  # the newest valid versions, up to keep_versions
+    broken: dict[int, str]  # version -> reason it is refused
+    on_disk: tuple[int, ...]  # every integer version directory, loaded or not
+
+    @property
+    def latest(self) -> LoadedModel | None:
+        return self.loaded[max(self.loaded)] if self.loaded else None
+
+    @property
+    def versions(self) -> list[str]:
+        return [str(v) for v in sorted(self.loaded)]
+
+
+@dataclass
+class _Cache:
+    """What the last scan saw, so an unchanged repository costs only directory listings."""
+
+    loaded: dict[tuple[str, int], tuple[Fingerprint, LoadedModel]] = field(default_factory=dict)
+    broken: dict[tuple[str, int], tuple[Fingerprint | None, str]] = field(default_factory=dict)
+
+
+class ModelRepository:
+    def __init__(self, root: Path, keep_versions: int = 3) -> None:
+        self.root = Path(root)
+        self.keep_versions = keep_versions
+        self._models: dict[str, ModelState] = {}
+        self._cache = _Cache()
+        self._scanned = False
+        self._scan_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # --- reading (request path) -------------------------------------------------------------
+
+    @property
+    def models(self) -> dict[str, ModelState]:
+        return self._models
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason). Ready once scanned, when at least one model serves a version."""
+        models = self._models
+        if not self._scanned:
+            return False, "the model repository has not been scanned yet"
+        if not any(m.loaded for m in models.values()):
+            if not models:
+                return False, f"no model in the repository {self.root}"
+            return False, "no model has a valid version: " + "; ".join(
+                f"{m.name}: " + (", ".join(f"version {v}: {r}" for v, r in sorted(m.broken.items()))
+                                 or "no versions") for m in models.values())
+        return True, "ready"
+
+    def state(self, name: str) -> ModelState:
+        """Raises ModelNotFound for a model the repository does not have."""
+        try:
+            return self._models[name]
+        except KeyError:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFound(f"unknown model {name!r}; models served: {known}") from None
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
+        """The model to run: its latest version, or the one asked for.
+
+        Raises ModelNotFound (unknown model or version, or a version not loaded) and
+        ModelNotReady (a model or version that exists but is broken).
+        """
+        state = self.state(name)
+        if version is None:
+            if state.latest is None:
+                raise ModelNotReady(f"model {name!r} has no valid version: "
+                                    + self._broken_text(state))
+            return state.latest
+        number = modelrepo.parse_version(version)
+        if number is not None and number in state.loaded:
+            return state.loaded[number]
+        if number is not None and number in state.broken:
+            raise ModelNotReady(f"model {name!r} version {version} is broken and not served: "
+                                f"{state.broken[number]}")
+        if number is not None and number in state.on_disk:
+            raise ModelNotFound(f"model {name!r} version {version} is not loaded (only the newest "
+                                f"{self.keep_versions} valid versions are); loaded: "
+                                f"{', '.join(state.versions) or 'none'}")
+        raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: "
+                            f"{', '.join(state.versions) or 'none'}")
+
+    @staticmethod
+    def _broken_text(state: ModelState) -> str:
+        return "; ".join(f"version {v}: {r}" for v, r in sorted(state.broken.items())) or \
+            "no version directories"
+
+    # --- scanning ---------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Look at the repository once and swap in what changed. Never raises for bad content.
+
+        An unreadable or missing repository keeps everything already loaded.
+        """
+        with self._scan_lock:
+            try:
+                names = modelrepo.model_names(self.root) if self.root.is_dir() else None
+            except OSError as exc:
+                names = None
+                log.warning("cannot list the model repository %s: %s", self.root, exc)
+            if names is None:
+                if not self._scanned or self._models:
+                    log.warning("model repository %s is missing or unreadable; keeping %d "
+                                "loaded model(s)", self.root, len(self._models))
+                self._scanned = True
+                return
+            self._models = {name: self._scan_model(name) for name in names}
+            for cache in (self._cache.loaded, self._cache.broken):
+                for key in [k for k in cache if k[0] not in self._models]:
+                    del cache[key]
+            self._scanned = True
+
+    def _scan_model(self, name: str) -> ModelState:
+        model_dir = self.root / name
+        on_disk = modelrepo.version_dirs(model_dir)
+        loaded: dict[int, LoadedModel] = {}
+        broken: dict[int, str] = {}
+        for number in sorted(on_disk, reverse=True):
+            if len(loaded) >= self.keep_versions:
+                break
+            path = on_disk[number]
+            key = (name, number)
+            fp = _fingerprint(path)
+            cached = self._cache.loaded.get(key)
+            if cached and cached[0] == fp:
+                loaded[number] = cached[1]
+                continue
+            seen = self._cache.broken.get(key)
+            if seen and seen[0] == fp:
+                broken[number] = seen[1]
+                continue
+            try:
+                metadata, model_bytes = modelrepo.read_version(path)
+                model = LoadedModel(name, number, metadata, model_bytes, path)
+            except BrokenVersion as exc:
+                log.error("refusing model %s version %s: %s", name, number, exc.reason)
+                self._cache.broken[key] = (fp, exc.reason)
+                broken[number] = exc.reason
+                continue
+            self._cache.loaded[key] = (fp, model)
+            self._cache.broken.pop(key, None)
+            loaded[number] = model
+            log.info("loaded model %s version %s from %s", name, number, path)
+        # Forget what is no longer on disk or no longer kept, so its session can be freed.
+        for key in [k for k in self._cache.loaded if k[0] == name and k[1] not in loaded]:
+            log.info("unloaded model %s version %s", *key)
+            del self._cache.loaded[key]
+        for key in [k for k in self._cache.broken if k[0] == name and k[1] not in on_disk]:
+            del self._cache.broken[key]
+        return ModelState(name, dict(sorted(loaded.items())), broken, tuple(sorted(on_disk)))
+
+    # --- watching ---------------------------------------------------------------------------
+
+    def watch(self, poll_seconds: float) -> None:
+        """Rescan every ``poll_seconds`` in a daemon thread (one per worker process)."""
+        if poll_seconds <= 0 or self._watcher is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(poll_seconds):
+                try:
+                    self.scan()
+                except Exception:  # the watcher must outlive any surprise
+                    log.exception("repository scan failed; will retry")
+
+        self._watcher = threading.Thread(target=loop, name="softserve-watch", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()

@@ -1,0 +1,1 @@
+"""Thin blueprints: decode the request, call the model, encode the answer — nothing else."""
