@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-accuracy", type=float, metavar="A",
                    help="accuracy gate: validation accuracy must reach A (default 0.9 when there "
                    "is a validation split; without one, training accuracy, no default gate)")
+    p.add_argument("--max-regression", type=float, default=0.02, metavar="D",
+                   help="promotion gate: refuse a candidate whose accuracy on its validation "
+                   "split is worse than the served version's by more than D (default 0.02), or "
+                   "whose feature names or class labels differ from it")
+    p.add_argument("--force", action="store_true",
+                   help="publish even when the promotion gate refuses (recorded in metadata)")
     p.add_argument("--artifacts", type=Path, metavar="DIR",
                    help=f"model repository (default: ${REPOSITORY_ENV}, else ./artifacts)")
     p.add_argument("--if-empty", action="store_true",
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.export import ExportError, ParityError, check_parity, export_onnx, onnx_opset
     from training.plots import loss_curve_png
-    from training.publish import Candidate, GateFailed, check_accuracy, publish
+    from training.publish import Candidate, GateFailed, check_accuracy, check_promotion, publish
     from training.train import TrainConfig, fit
 
     config = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed,
@@ -119,9 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     candidate = Candidate(model_bytes, dataset, config, result, parity, onnx_opset(model_bytes))
     try:
         accuracy = check_accuracy(candidate, args.min_accuracy)
+        promotion = check_promotion(candidate, repository / model_name, args.max_regression,
+                                    args.force)
     except GateFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_GATE
+    if promotion:
+        current = promotion["current_accuracy"]
+        say(f"Promotion gate vs version {promotion['against_version']} on {promotion['rows']}: "
+            f"candidate {promotion['candidate_accuracy']:.4f}, current "
+            + (f"{current:.4f}" if current is not None else "n/a")
+            + (" — FORCED past: " + "; ".join(promotion["problems"]) if promotion["forced"]
+               else " — passed"))
     figures = (f"parity: max |p_torch - p_onnx| {parity['max_abs_diff']:.3g} "
                f"(data {parity['rows']['data']['max_abs_diff']:.3g}, "
                f"±1e3 rows {parity['rows']['random_pm1e3']['max_abs_diff']:.3g}), "
@@ -133,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     png = loss_curve_png(result.history, f"{model_name}: trained on {dataset.source} "
                          f"({dataset.rows} rows, {config.epochs} epochs, lr {config.lr:g})")
     try:
-        published = publish(candidate, repository, model_name, png)
+        published = publish(candidate, repository, model_name, png,
+                            extra={"promotion": promotion})
     except RepositoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA

@@ -9,7 +9,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from modelrepo import INPUTS, OUTPUTS, Published, publish_version
+import numpy as np
+import onnxruntime as ort
+
+from modelrepo import (CLASS, INPUT_NAME, INPUTS, OUTPUTS, PROBABILITIES, BrokenVersion,
+                       Published, publish_version, read_version, version_dirs)
 from training.data import Dataset
 from training.train import FitResult, TrainConfig
 
@@ -89,3 +93,63 @@ def publish(candidate: Candidate, repository: Path, model_name: str,
     return publish_version(repository, model_name, candidate.model_bytes,
                            build_metadata(candidate, extra),
                            extra_files={LOSS_CURVE_FILE: loss_curve_png})
+
+
+def latest_valid_version(model_dir: Path) -> tuple[int, dict[str, Any], bytes] | None:
+    """The version a server would serve now (highest valid), or None."""
+    for number, path in sorted(version_dirs(model_dir).items(), reverse=True):
+        try:
+            metadata, model_bytes = read_version(path)
+        except BrokenVersion:
+            continue
+        return number, metadata, model_bytes
+    return None
+
+
+def _accuracy(model_bytes: bytes, rows: np.ndarray, labels: np.ndarray) -> float:
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    _, classes = session.run([PROBABILITIES, CLASS], {INPUT_NAME: rows})
+    return float(np.mean(classes == labels))
+
+
+def check_promotion(candidate: Candidate, model_dir: Path, max_regression: float,
+                    force: bool) -> dict[str, Any] | None:
+    """The promotion gate against the version served now; None when there is none.
+
+    Both models run through onnxruntime on the candidate's validation split (all of its
+    rows when it has none). Returns the figures for metadata.json. Raises GateFailed when the
+    candidate is worse by more than ``max_regression`` or its feature names or class labels
+    differ — unless ``force``, in which case the override is recorded.
+    """
+    current = latest_valid_version(model_dir)
+    if current is None:
+        return None
+    number, metadata, model_bytes = current
+    ds, split = candidate.dataset, candidate.fit.split
+    rows_idx = split.validation if len(split.validation) else split.train
+    which = "validation split" if len(split.validation) else "all training rows (no split)"
+    rows, truth = ds.features[rows_idx], ds.labels[rows_idx]
+    problems = []
+    if metadata["feature_names"] != ds.feature_names:
+        problems.append(f"feature names {ds.feature_names} differ from version {number}'s "
+                        f"{metadata['feature_names']}")
+    if metadata["class_labels"] != ds.class_labels:
+        problems.append(f"class labels {ds.class_labels} differ from version {number}'s "
+                        f"{metadata['class_labels']}")
+    candidate_acc = _accuracy(candidate.model_bytes, rows, truth)
+    # Labels are compared by name: the current model's class index i means its label i.
+    current_acc = None
+    if not problems:
+        current_acc = _accuracy(model_bytes, rows, truth)
+        if candidate_acc < current_acc - max_regression:
+            problems.append(f"candidate accuracy {candidate_acc:.4f} is worse than version "
+                            f"{number}'s {current_acc:.4f} by more than --max-regression "
+                            f"{max_regression:g}")
+    record = {"against_version": number, "rows": f"{which} of {ds.source}, {len(rows)} rows",
+              "candidate_accuracy": candidate_acc, "current_accuracy": current_acc,
+              "max_regression": max_regression, "passed": not problems,
+              "problems": problems, "forced": bool(force and problems)}
+    if problems and not force:
+        raise GateFailed("promotion gate: " + "; ".join(problems)
+                         + "; nothing was published (--force overrides)")
+    return record

@@ -1,0 +1,144 @@
+"""``python -m modelrepo``: list a model's versions, or roll it back — without torch.
+
+The server picks up a rollback at its next poll: no restart. Retired versions are renamed
+``retired-<N>`` (Triton ignores such names too), never deleted, and their numbers never reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import modelrepo
+from modelrepo import BrokenVersion, RepositoryError
+
+
+def _describe(metadata: dict[str, Any]) -> str:
+    metrics = metadata.get("metrics", {})
+    held_out = metrics.get("validation") or metrics.get("train") or {}
+    which = "val" if metrics.get("validation") else "train"
+    parity = metadata.get("parity", {}).get("max_abs_diff")
+    return (f"{metadata.get('created_at', '?'):25}  {which} acc {held_out.get('accuracy', 0):.4f}  "
+            f"parity {parity if parity is None else f'{parity:.2g}'}  "
+            f"data {metadata.get('data', {}).get('source', '?')}")
+
+
+def versions(model_dir: Path) -> list[tuple[int, str, dict[str, Any] | None, str]]:
+    """(number, state, metadata, note) for every live, broken and retired version, newest first.
+
+    state is "live" (what a server serves: the highest valid version), "valid", "broken" or
+    "retired".
+    """
+    rows: list[tuple[int, str, dict[str, Any] | None, str]] = []
+    live_found = False
+    for number, path in sorted(modelrepo.version_dirs(model_dir).items(), reverse=True):
+        try:
+            metadata, _ = modelrepo.read_version(path)
+        except BrokenVersion as exc:
+            rows.append((number, "broken", None, exc.reason))
+            continue
+        rows.append((number, "valid" if live_found else "live", metadata, ""))
+        live_found = True
+    for number in modelrepo.retired_versions(model_dir):
+        path = model_dir / f"{modelrepo.RETIRED_PREFIX}{number}"
+        try:
+            metadata, _ = modelrepo.read_version(path)
+        except BrokenVersion as exc:
+            metadata = None
+            note = exc.reason
+        else:
+            note = ""
+        rows.append((number, "retired", metadata, note))
+    return sorted(rows, key=lambda r: r[0], reverse=True)
+
+
+def cmd_list(repository: Path, model: str | None) -> int:
+    names = [model] if model else modelrepo.model_names(repository)
+    if not names:
+        print(f"no models in {repository}")
+        return 0
+    for name in names:
+        model_dir = repository / modelrepo.check_model_name(name)
+        if not model_dir.is_dir():
+            print(f"error: no model {name!r} in {repository}", file=sys.stderr)
+            return 2
+        print(f"{name}:")
+        for number, state, metadata, note in versions(model_dir):
+            text = _describe(metadata) if metadata else note
+            print(f"  {number:>4}  {state:8} {text}")
+    return 0
+
+
+def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
+    model_dir = repository / modelrepo.check_model_name(model)
+    if not model_dir.is_dir():
+        print(f"error: no model {model!r} in {repository}", file=sys.stderr)
+        return 2
+    with modelrepo.model_lock(model_dir):
+        table = versions(model_dir)
+        valid = [n for n, state, _, _ in table if state in ("live", "valid")]
+        if not valid:
+            print(f"error: {model} has no valid version to roll back from", file=sys.stderr)
+            return 1
+        live = valid[0]
+        if to is None:
+            older = [n for n in valid if n < live]
+            if not older:
+                print(f"error: {model} version {live} is the only valid version; nothing to "
+                      "roll back to", file=sys.stderr)
+                return 1
+            to = older[0]
+        elif to not in valid:
+            state = next((s for n, s, _, _ in table if n == to), "missing")
+            print(f"error: {model} version {to} is {state}; roll back only to a valid version "
+                  f"({', '.join(map(str, valid))})", file=sys.stderr)
+            return 1
+        elif to == live:
+            print(f"{model} version {to} is already live; nothing to do")
+            return 0
+        retire = sorted((n for n in modelrepo.version_dirs(model_dir) if n > to), reverse=True)
+        for number in retire:
+            target = modelrepo.retire_version(model_dir, number)
+            print(f"retired {model} version {number} -> {target}")
+    print(f"{model} version {to} is live (servers switch at their next poll)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modelrepo",
+        description="Inspect or roll back the model repository. Needs no torch: runs in the "
+        "serving environment too.")
+    parser.add_argument("--artifacts", type=Path, metavar="DIR",
+                        help=f"model repository (default: ${modelrepo.REPOSITORY_ENV}, "
+                        f"else {modelrepo.DEFAULT_REPOSITORY})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="versions with their metrics, and which is live")
+    p_list.add_argument("model", nargs="?", help="one model (default: all)")
+    p_back = sub.add_parser(
+        "rollback", help="make the previous (or a named) version live by retiring newer ones")
+    p_back.add_argument("model")
+    p_back.add_argument("--to", type=int, metavar="N", help="the version to go back to "
+                        "(default: the newest valid version before the live one)")
+    for p in (p_list, p_back):
+        p.add_argument("--artifacts", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                       help="model repository (as above)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    repository = args.artifacts or modelrepo.default_repository()
+    try:
+        if args.command == "list":
+            return cmd_list(repository, args.model)
+        return cmd_rollback(repository, args.model, args.to)
+    except RepositoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
