@@ -10,12 +10,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request
 
 from serving.config import Config
 from serving.errors import register_error_handlers
 from serving.repository import ModelRepository
-from serving.routes import ops, simple, v1, v2
+from serving.routes import metrics, ops, simple, v1, v2
+from serving.telemetry import REQUEST_KEY, JsonFormatter, ObservedApp, Telemetry
 
 __version__ = "0.1.0"
 SERVER_NAME = "softserve"
@@ -26,10 +27,17 @@ def _configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+        handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
         logger.propagate = False
+
+
+class _Request(Request):
+    """Leaves itself in the environ, so the middleware can name the matched route."""
+
+    def __init__(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(environ, *args, **kwargs)
+        environ[REQUEST_KEY] = self  # Flask clears werkzeug's own key when it is done
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -40,17 +48,24 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """
     config = Config.load(overrides=test_config)
     _configure_logging(config.log_level)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
+    app.request_class = _Request
     # Werkzeug refuses a larger body (413) from its Content-Length, without reading it, and
     # stops a chunked one at the limit.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    repository = ModelRepository(config.model_repository, config.keep_versions)
+    telemetry = Telemetry(config.metrics_flush_seconds) if config.metrics else None
+    repository = ModelRepository(config.model_repository, config.keep_versions, telemetry)
     repository.scan()
     repository.watch(config.poll_seconds)
+    if telemetry is not None:
+        telemetry.start()
     app.extensions["softserve"] = repository
     register_error_handlers(app)
     for module in (ops, simple, v1, v2):
         app.register_blueprint(module.blueprint(config, repository))
+    app.register_blueprint(metrics.blueprint(config, repository, telemetry))
+    access_log = config.access_log and logging.getLevelName(config.log_level.upper()) <= logging.INFO
+    app.wsgi_app = ObservedApp(app.wsgi_app, telemetry, access_log)  # type: ignore[method-assign]
     logging.getLogger("softserve").info(
         "serving %s: %s", config.model_repository,
         ", ".join(f"{n} v{m.latest.version}" if m.latest else f"{n} (no valid version)"

@@ -28,6 +28,9 @@ class Config:
     poll_seconds: float = 2.0  # 0 turns the repository watcher off
     keep_versions: int = 3
     log_level: str = "INFO"
+    metrics: bool = True  # Prometheus /metrics and V2 statistics
+    metrics_flush_seconds: float = 1.0  # how stale another worker's figures may be
+    access_log: bool = True  # one JSON line per request on stdout (at log level INFO or lower)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,
@@ -54,6 +57,9 @@ class Config:
             raise ConfigError(f"{PREFIX}MAX_BODY_BYTES must be >= 1024, not {self.max_body_bytes}")
         if self.poll_seconds < 0:
             raise ConfigError(f"{PREFIX}POLL_SECONDS must be >= 0, not {self.poll_seconds}")
+        if self.metrics_flush_seconds <= 0:
+            raise ConfigError(f"{PREFIX}METRICS_FLUSH_SECONDS must be > 0, not "
+                              f"{self.metrics_flush_seconds}")
         if self.keep_versions < 1:
             raise ConfigError(f"{PREFIX}KEEP_VERSIONS must be >= 1, not {self.keep_versions}")
         if not isinstance(logging.getLevelName(self.log_level.upper()), int):
@@ -63,6 +69,13 @@ class Config:
 
 def _convert(name: str, raw: str) -> Any:
     kind = {f.name: f.type for f in fields(Config)}[name]
+    if kind == "bool":
+        value = raw.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a boolean (use 1 or 0)")
     try:
         if kind == "int":
             return int(raw)

@@ -1,10 +1,15 @@
 """gunicorn settings for softserve; gunicorn's own command-line flags still override them.
 
-SOFTSERVE_BIND (default 0.0.0.0:8080) and SOFTSERVE_WORKERS (default: the CPU count) are read
-here, the one place that prepares the server process.
+This file is the one place that prepares the server process: SOFTSERVE_BIND (default
+0.0.0.0:8080), SOFTSERVE_WORKERS (default: the CPU count) and the Prometheus multiprocess
+directory (SOFTSERVE_METRICS_DIR, default a fresh temporary directory), which must exist before
+any worker imports prometheus-client.
 """
 
+import glob
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("SOFTSERVE_BIND") or "0.0.0.0:8080"
 workers = int(os.environ.get("SOFTSERVE_WORKERS") or os.cpu_count() or 1)
@@ -16,3 +21,30 @@ control_socket_disable = True
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
+# gunicorn's own access log is off: softserve writes one JSON line per request itself.
+accesslog = None
+
+_metrics_dir = os.environ.get("SOFTSERVE_METRICS_DIR")
+_own_metrics_dir = not _metrics_dir
+if _own_metrics_dir:
+    _metrics_dir = tempfile.mkdtemp(prefix="softserve-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server):
+    # Figures of a previous run would be summed into this one's.
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    # Runs in the master for every worker that ends, SIGKILL included: its live gauges go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

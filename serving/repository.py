@@ -17,6 +17,7 @@ import modelrepo
 from modelrepo import BrokenVersion
 from serving.errors import ModelNotFound, ModelNotReady
 from serving.model import LoadedModel
+from serving.telemetry import Telemetry
 
 log = logging.getLogger("softserve.repository")
 
@@ -67,8 +68,10 @@ class _Cache:
 
 
 class ModelRepository:
-    def __init__(self, root: Path, keep_versions: int = 3) -> None:
+    def __init__(self, root: Path, keep_versions: int = 3,
+                 telemetry: Telemetry | None = None) -> None:
         self.root = Path(root)
+        self.telemetry = telemetry
         self.keep_versions = keep_versions
         self._models: dict[str, ModelState] = {}
         self._cache = _Cache()
@@ -154,6 +157,10 @@ class ModelRepository:
                 self._scanned = True
                 return
             self._models = {name: self._scan_model(name) for name in names}
+            if self.telemetry is not None:
+                counts = {k[0]: 0 for k in self._cache.loaded}  # models gone report 0
+                counts.update({n: len(m.loaded) for n, m in self._models.items()})
+                self.telemetry.versions_loaded(counts)
             for cache in (self._cache.loaded, self._cache.broken):
                 for key in [k for k in cache if k[0] not in self._models]:
                     del cache[key]
@@ -182,14 +189,20 @@ class ModelRepository:
                 metadata, model_bytes = modelrepo.read_version(path)
                 model = LoadedModel(name, number, metadata, model_bytes, path)
             except BrokenVersion as exc:
-                log.error("refusing model %s version %s: %s", name, number, exc.reason)
+                log.error("refusing model %s version %s: %s", name, number, exc.reason,
+                          extra={"model": name, "version": str(number), "reason": exc.reason})
+                if self.telemetry is not None:
+                    self.telemetry.model_loaded(name, number, ok=False)
                 self._cache.broken[key] = (fp, exc.reason)
                 broken[number] = exc.reason
                 continue
             self._cache.loaded[key] = (fp, model)
             self._cache.broken.pop(key, None)
             loaded[number] = model
-            log.info("loaded model %s version %s from %s", name, number, path)
+            log.info("loaded model %s version %s from %s", name, number, path,
+                     extra={"model": name, "version": str(number), "path": str(path)})
+            if self.telemetry is not None:
+                self.telemetry.model_loaded(name, number, ok=True)
         # Forget what is no longer on disk or no longer kept, so its session can be freed.
         for key in [k for k in self._cache.loaded if k[0] == name and k[1] not in loaded]:
             log.info("unloaded model %s version %s", *key)

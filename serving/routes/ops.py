@@ -14,7 +14,8 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
     bp = Blueprint("ops", __name__)
     from serving import SERVER_NAME, __version__
 
-    metadata = {"name": SERVER_NAME, "version": __version__, "extensions": SERVER_EXTENSIONS}
+    extensions = [*SERVER_EXTENSIONS, *(["statistics"] if config.metrics else [])]
+    metadata = {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
 
     @bp.get("/v2")
     def server_metadata() -> Response:

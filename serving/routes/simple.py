@@ -5,19 +5,20 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from serving import codecs
-from serving.config import Config, PREFIX
+from serving.config import PREFIX, Config
 from serving.errors import ModelNotFound
 from serving.model import LoadedModel
 from serving.repository import ModelRepository
+from serving.routes import answer, resolve
 
 
-def default_model(config: Config, repository: ModelRepository) -> LoadedModel:
-    """The model behind /predict. Raises ModelNotFound or ModelNotReady."""
+def default_model_name(config: Config, repository: ModelRepository) -> str:
+    """The model behind /predict. Raises ModelNotFound when there is none or no single one."""
     if config.default_model:
-        return repository.get(config.default_model)
+        return config.default_model
     names = list(repository.models)
     if len(names) == 1:
-        return repository.get(names[0])
+        return names[0]
     if not names:
         raise ModelNotFound(f"no model in the repository {config.model_repository}")
     raise ModelNotFound(f"several models are served ({', '.join(names)}): set "
@@ -26,11 +27,14 @@ def default_model(config: Config, repository: ModelRepository) -> LoadedModel:
 
 
 def predict_response(model: LoadedModel, body: bytes, max_rows: int) -> Response:
-    rows = codecs.decode_instances(body, model.feature_names, max_rows)
-    probabilities, classes = model.predict(rows)
-    return Response(codecs.encode_predictions(model.name, model.version, probabilities, classes,
-                                              model.class_labels),
-                    mimetype="application/json")
+    """The simple/V1 answer for a body of instances. Raises BadRequest, PayloadTooLarge."""
+    return answer(
+        model,
+        lambda: (codecs.decode_instances(body, model.feature_names, max_rows), None),
+        lambda probabilities, classes, _: Response(
+            codecs.encode_predictions(model.name, model.version, probabilities, classes,
+                                      model.class_labels),
+            mimetype=codecs.JSON_CONTENT_TYPE))
 
 
 def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
@@ -38,7 +42,7 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
 
     @bp.post("/predict")
     def predict() -> Response:
-        model = default_model(config, repository)
+        model = resolve(repository, default_model_name(config, repository))
         return predict_response(model, request.get_data(cache=False), config.max_batch_rows)
 
     return bp

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, request
 from serving.config import Config
 from serving.errors import json_response
 from serving.repository import ModelRepository
+from serving.routes import resolve
 from serving.routes.simple import predict_response
 
 
@@ -21,7 +22,7 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
 
     @bp.post("/v1/models/<name>:predict")
     def predict(name: str) -> Response:
-        return predict_response(repository.get(name), request.get_data(cache=False),
+        return predict_response(resolve(repository, name), request.get_data(cache=False),
                                 config.max_batch_rows)
 
     return bp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from flask import Blueprint, Response, request
 
 from modelrepo import PLATFORM
@@ -9,6 +10,7 @@ from serving import codecs
 from serving.config import Config
 from serving.errors import ModelNotReady, json_response
 from serving.repository import ModelRepository
+from serving.routes import answer, resolve
 
 
 def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
@@ -38,13 +40,21 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
     @bp.post("/v2/models/<name>/infer")
     @bp.post("/v2/models/<name>/versions/<version>/infer")
     def infer(name: str, version: str | None = None) -> Response:
-        model = repository.get(name, version)
-        header_length = codecs.parse_header_length(request.headers.get(codecs.HEADER_LENGTH_HEADER))
-        decoded = codecs.decode_infer(request.get_data(cache=False), header_length,
-                                      config.max_batch_rows)
-        probabilities, classes = model.predict(decoded.inputs)
-        body, headers = codecs.encode_infer(model.name, model.version, decoded, probabilities,
-                                            classes, model.class_labels)
-        return Response(body, headers=headers)
+        model = resolve(repository, name, version)
+        header_length = codecs.parse_header_length(
+            request.headers.get(codecs.HEADER_LENGTH_HEADER))
+        body = request.get_data(cache=False)
+
+        def decode() -> tuple[np.ndarray, codecs.InferRequest]:
+            decoded = codecs.decode_infer(body, header_length, config.max_batch_rows)
+            return decoded.inputs, decoded
+
+        def encode(probabilities: np.ndarray, classes: np.ndarray,
+                   decoded: codecs.InferRequest) -> Response:
+            out, headers = codecs.encode_infer(model.name, model.version, decoded,
+                                               probabilities, classes, model.class_labels)
+            return Response(out, headers=headers)
+
+        return answer(model, decode, encode)
 
     return bp

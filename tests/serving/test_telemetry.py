@@ -1,0 +1,203 @@
+"""Operability against a real multi-worker gunicorn: Prometheus metrics summed over workers,
+V2 statistics, JSON access logs with request ids, and a killed worker's gauges gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import struct
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Server, start_server
+
+ROW = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+V2 = json.dumps({"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32",
+                             "data": [5.1, 3.5, 1.4, 0.2] * 3}]}).encode()
+_SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
+
+
+def call(url: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    request = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def metrics(server: Server) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    status, body, headers = call(server.url + "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    parsed: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    for line in body.decode().splitlines():
+        if line.startswith("#") or not line:
+            continue
+        match = _SAMPLE.match(line)
+        assert match, line
+        name, labels, value = match.groups()
+        key = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', labels or "")))
+        parsed[name][key] = float(value)
+    return parsed
+
+
+def total(samples: dict[tuple[tuple[str, str], ...], float], **want: str) -> float:
+    return sum(v for k, v in samples.items() if all(dict(k).get(a) == b for a, b in want.items()))
+
+
+def binary_infer_body(rows: int) -> tuple[bytes, str]:
+    header = json.dumps({"inputs": [{"name": "input", "shape": [rows, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": rows * 16}}]}).encode()
+    return header + struct.pack(f"<{rows * 4}f", *([5.1, 3.5, 1.4, 0.2] * rows)), str(len(header))
+
+
+@pytest.fixture(scope="module")
+def observed(iris_repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    metrics_dir = tmp_path_factory.mktemp("metrics")
+    server = start_server(iris_repository, tmp_path_factory.mktemp("logs"), workers=2,
+                          env={"SOFTSERVE_METRICS_FLUSH_SECONDS": "0.2",
+                               "SOFTSERVE_METRICS_DIR": str(metrics_dir)},
+                          ready_path="/v2/health/ready")
+    yield server, metrics_dir
+    server.stop()
+
+
+def wait_until(check, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_metrics_and_statistics_count_every_api_across_workers(observed) -> None:
+    server, _ = observed
+    base = metrics(server)
+    before_rows = total(base.get("softserve_predicted_rows_total", {}), model="iris")
+    binary, length = binary_infer_body(5)
+    for _ in range(30):  # spread over both workers (sync workers: one connection each)
+        assert call(server.url + "/predict", ROW)[0] == 200
+        assert call(server.url + "/v1/models/iris:predict", ROW)[0] == 200
+        assert call(server.url + "/v2/models/iris/infer", V2)[0] == 200
+        assert call(server.url + "/v2/models/iris/versions/1/infer", binary,
+                    {"Inference-Header-Content-Length": length})[0] == 200
+        assert call(server.url + "/predict", b"not json")[0] == 400
+    expected_rows = 30 * (1 + 1 + 3 + 5)
+
+    def check() -> dict:
+        m = metrics(server)
+        requests = m["softserve_requests_total"]
+        assert total(requests, route="/predict", code="200") - total(
+            base.get("softserve_requests_total", {}), route="/predict", code="200") == 30
+        assert total(requests, route="/predict", code="400") >= 30
+        assert total(requests, route="/v1/models/<name>:predict", code="200") >= 30
+        assert total(requests, route="/v2/models/<name>/versions/<version>/infer",
+                     code="200", model="iris", version="1") >= 30
+        assert total(m["softserve_predicted_rows_total"], model="iris") - before_rows == \
+            expected_rows
+        return m
+
+    m = wait_until(check)
+    assert total(m["softserve_inference_duration_seconds_count"], model="iris") >= 120
+    assert total(m["softserve_request_duration_seconds_count"], route="/predict") >= 60
+    assert total(m["softserve_request_size_bytes_sum"], route="/predict") >= 30 * len(ROW)
+    assert total(m["softserve_response_size_bytes_count"], route="/predict") >= 60
+    assert total(m["softserve_model_loads_total"], model="iris", outcome="success") == 2
+    assert m["softserve_loaded_versions"][(("model", "iris"),)] == 1
+    # Live-summed: only the /metrics request itself is in flight.
+    assert m["softserve_in_flight_requests"][()] == 1
+
+    status, body, _ = call(server.url + "/v2/models/iris/versions/1/stats")
+    assert status == 200
+    (stats,) = json.loads(body)["model_stats"]
+    assert stats["name"] == "iris" and stats["version"] == "1"
+    assert stats["inference_count"] == total(m["softserve_predicted_rows_total"], model="iris")
+    assert stats["execution_count"] == stats["inference_stats"]["success"]["count"]
+    assert stats["inference_stats"]["fail"]["count"] >= 30
+    for key in ("success", "compute_input", "compute_infer", "compute_output"):
+        assert stats["inference_stats"][key]["ns"] > 0
+    assert stats["last_inference"] > 0
+    assert json.loads(call(server.url + "/v2/models/stats")[1])["model_stats"] == [stats]
+    assert call(server.url + "/v2/models/iris/stats")[0] == 200
+    assert call(server.url + "/v2/models/nope/stats")[0] == 404
+    assert call(server.url + "/v2/models/iris/versions/9/stats")[0] == 404
+    assert "statistics" in json.loads(call(server.url + "/v2")[1])["extensions"]
+
+
+def test_request_ids_and_json_access_log(observed) -> None:
+    server, _ = observed
+    status, _, headers = call(server.url + "/predict", ROW, {"X-Request-ID": "trace-me-42"})
+    assert status == 200 and headers["X-Request-ID"] == "trace-me-42"
+    _, _, headers = call(server.url + "/v2/health/live")
+    generated = headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+
+    def check() -> dict:
+        lines = [json.loads(l) for l in server.log().splitlines() if l.startswith("{")]
+        access = {l["request_id"]: l for l in lines if l["logger"] == "softserve.access"}
+        assert "trace-me-42" in access and generated in access
+        return access
+
+    access = wait_until(check)
+    line = access["trace-me-42"]
+    assert line["method"] == "POST" and line["path"] == "/predict" and line["status"] == 200
+    assert line["model"] == "iris" and line["version"] == "1" and line["rows"] == 1
+    assert line["duration_ms"] > 0 and "time" in line
+    assert access[generated]["model"] is None and access[generated]["status"] == 200
+    loads = [json.loads(l) for l in server.log().splitlines()
+             if l.startswith("{") and '"softserve.repository"' in l]
+    assert any(l["model"] == "iris" and l["version"] == "1" and "loaded" in l["message"]
+               for l in loads)
+
+
+def test_a_killed_worker_is_replaced_and_leaves_no_live_gauge(observed) -> None:
+    server, metrics_dir = observed
+    workers = sorted({int(p.name.split("_")[-1][:-3]) for p in metrics_dir.glob("gauge_live*")})
+    assert len(workers) == 2, workers
+    victim = workers[0]
+    before = total(metrics(server)["softserve_requests_total"])
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> None:
+        assert not list(metrics_dir.glob(f"gauge_live*_{victim}.db"))
+        assert call(server.url + "/v2/health/ready")[0] == 200
+
+    wait_until(replaced, timeout=15)
+    for _ in range(20):
+        assert call(server.url + "/predict", ROW)[0] == 200
+
+    def consistent() -> None:
+        m = metrics(server)
+        # Counters survive their worker; live gauges do not outlive it.
+        assert total(m["softserve_requests_total"]) >= before + 20
+        assert m["softserve_in_flight_requests"][()] == 1
+        assert m["softserve_loaded_versions"][(("model", "iris"),)] == 1
+
+    wait_until(consistent)
+
+
+def test_metrics_off_and_quiet_logs(iris_repository: Path, tmp_path: Path) -> None:
+    server = start_server(iris_repository, tmp_path, workers=1,
+                          env={"SOFTSERVE_METRICS": "0", "SOFTSERVE_LOG_LEVEL": "WARNING"},
+                          ready_path="/v2/health/ready")
+    try:
+        assert call(server.url + "/predict", ROW)[0] == 200
+        status, body, _ = call(server.url + "/metrics")
+        assert status == 404 and "SOFTSERVE_METRICS=0" in json.loads(body)["error"]
+        assert call(server.url + "/v2/models/stats")[0] == 404
+        assert "statistics" not in json.loads(call(server.url + "/v2")[1])["extensions"]
+    finally:
+        server.stop()
+    assert "softserve.access" not in server.log()
+    assert '"level":"INFO"' not in server.log()
