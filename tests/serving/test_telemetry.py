@@ -70,7 +70,7 @@ def observed(iris_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
-def wait_until(check, timeout: float = 5.0):
+def wait_until(check, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while True:
         try:
