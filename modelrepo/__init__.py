@@ -58,7 +58,8 @@ _VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
 _RETIRED_RE = re.compile(re.escape(RETIRED_PREFIX) + r"([1-9][0-9]{0,17})")
 # Model names reach URLs and the filesystem: a conservative alphabet, no path separators,
 # no leading dot (so never "." or "..").
-_MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 # Keys metadata.json must hold, with the JSON type each must have.
 REQUIRED_METADATA: dict[str, type | tuple[type, ...]] = {
@@ -348,8 +349,9 @@ def publish_version(
             _fsync_dir(tmp)
             config = model_dir / CONFIG_FILE
             if not config.exists():
-                _write_file(model_dir / f"{TMP_PREFIX}{CONFIG_FILE}", config_pbtxt(model_name).encode())
-                os.rename(model_dir / f"{TMP_PREFIX}{CONFIG_FILE}", config)
+                staged = model_dir / f"{TMP_PREFIX}{CONFIG_FILE}"
+                _write_file(staged, config_pbtxt(model_name).encode())
+                os.rename(staged, config)
             os.rename(tmp, model_dir / str(version))
             _fsync_dir(model_dir)
         except BaseException:

@@ -15,7 +15,7 @@ from flask import Flask, Request
 from serving.config import Config
 from serving.errors import register_error_handlers
 from serving.repository import ModelRepository
-from serving.routes import metrics, ops, simple, v1, v2
+from serving.routes import ModelNameConverter, metrics, ops, simple, v1, v2
 from serving.telemetry import REQUEST_KEY, JsonFormatter, ObservedApp, Telemetry
 
 __version__ = "0.1.0"
@@ -50,6 +50,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _configure_logging(config.log_level)
     app = Flask(__name__, static_folder=None)
     app.request_class = _Request
+    app.url_map.converters["model"] = ModelNameConverter
     # Werkzeug refuses a larger body (413) from its Content-Length, without reading it, and
     # stops a chunked one at the limit.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -64,7 +65,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     for module in (ops, simple, v1, v2):
         app.register_blueprint(module.blueprint(config, repository))
     app.register_blueprint(metrics.blueprint(config, repository, telemetry))
-    access_log = config.access_log and logging.getLevelName(config.log_level.upper()) <= logging.INFO
+    access_log = config.access_log and \
+        logging.getLevelName(config.log_level.upper()) <= logging.INFO
     app.wsgi_app = ObservedApp(app.wsgi_app, telemetry, access_log)  # type: ignore[method-assign]
     logging.getLogger("softserve").info(
         "serving %s: %s", config.model_repository,

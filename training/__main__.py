@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from modelrepo import REPOSITORY_ENV, RepositoryError, check_model_name, default_repository, version_dirs
+from modelrepo import (REPOSITORY_ENV, RepositoryError, check_model_name, default_repository,
+                       version_dirs)
 
 EXIT_BAD_DATA = 2
 EXIT_GATE = 1
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_DATA
     say(f"Published {published.path} (model {published.model}, version {published.version}) "
         f"in {time.perf_counter() - started:.1f} s")
-    say(f"Validation accuracy: " + (f"{m['validation']['accuracy']:.4f}" if m["validation"]
+    say("Validation accuracy: " + (f"{m['validation']['accuracy']:.4f}" if m["validation"]
                                     else "n/a (no split); training accuracy "
                                     f"{m['train']['accuracy']:.4f}"))
     say(figures.capitalize())

@@ -131,7 +131,8 @@ def check_parity(model: ExportedClassifier, model_bytes: bytes, data_rows: np.nd
             if mismatched.any():
                 row = int(np.flatnonzero(mismatched)[0])
                 raise ParityError(f"{case.name}, batch {size}: argmax differs on row {row} "
-                                  f"(torch {t_cls[row]}, onnxruntime {o_cls[row]}) with a clear margin")
+                                  f"(torch {t_cls[row]}, onnxruntime {o_cls[row]}) "
+                                  "with a clear margin")
             ties += int(near_tie.sum())
             compared += size
         report["rows"][case.name] = {"atol": case.atol, "max_abs_diff": worst,

@@ -26,7 +26,8 @@ class ExportedClassifier(nn.Module):
     so a client always sends raw features.
     """
 
-    def __init__(self, classifier: SoftmaxClassifier, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, classifier: SoftmaxClassifier, mean: torch.Tensor,
+                 std: torch.Tensor) -> None:
         super().__init__()
         self.classifier = classifier
         self.register_buffer("mean", mean.detach().clone().float())

@@ -12,12 +12,36 @@ from typing import TypeVar
 
 import numpy as np
 from flask import Response, request
+from werkzeug.routing import BaseConverter
 
+from modelrepo import MODEL_NAME_PATTERN
+from serving.errors import PayloadTooLarge
 from serving.model import LoadedModel
 from serving.repository import ModelRepository
 from serving.telemetry import INFERENCE_KEY, MODEL_KEY
 
 Decoded = TypeVar("Decoded")
+
+
+class ModelNameConverter(BaseConverter):
+    """``<model:name>``: only names the repository can hold, so ``iris:predict`` or ``..``
+    never reach a model lookup (and ``GET /v1/models/iris:predict`` is a 405, not a 404)."""
+
+    regex = MODEL_NAME_PATTERN
+
+
+def request_body(max_bytes: int) -> bytes:
+    """The raw body, whatever the Content-Type (tritonclient sends none).
+
+    Werkzeug refuses a declared Content-Length over the limit before reading (413); a chunked
+    body is read up to the limit, so one more byte means it was too large. Raises
+    PayloadTooLarge.
+    """
+    body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= max_bytes and \
+            request.environ["wsgi.input"].read(1):
+        raise PayloadTooLarge(f"request body over {max_bytes} bytes (SOFTSERVE_MAX_BODY_BYTES)")
+    return body
 
 
 def resolve(repository: ModelRepository, name: str, version: str | None = None) -> LoadedModel:

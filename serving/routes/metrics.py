@@ -26,8 +26,8 @@ def blueprint(config: Config, repository: ModelRepository,
         return Response(enabled().exposition(), content_type=PROMETHEUS_CONTENT_TYPE)
 
     @bp.get("/v2/models/stats")
-    @bp.get("/v2/models/<name>/stats")
-    @bp.get("/v2/models/<name>/versions/<version>/stats")
+    @bp.get("/v2/models/<model:name>/stats")
+    @bp.get("/v2/models/<model:name>/versions/<version>/stats")
     def stats(name: str | None = None, version: str | None = None) -> Response:
         recorder = enabled()
         if name is not None:

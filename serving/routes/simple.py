@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from serving import codecs
 from serving.config import PREFIX, Config
 from serving.errors import ModelNotFound
 from serving.model import LoadedModel
 from serving.repository import ModelRepository
-from serving.routes import answer, resolve
+from serving.routes import answer, request_body, resolve
 
 
 def default_model_name(config: Config, repository: ModelRepository) -> str:
@@ -43,6 +43,6 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
     @bp.post("/predict")
     def predict() -> Response:
         model = resolve(repository, default_model_name(config, repository))
-        return predict_response(model, request.get_data(cache=False), config.max_batch_rows)
+        return predict_response(model, request_body(config.max_body_bytes), config.max_batch_rows)
 
     return bp

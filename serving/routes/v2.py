@@ -10,14 +10,14 @@ from serving import codecs
 from serving.config import Config
 from serving.errors import ModelNotReady, json_response
 from serving.repository import ModelRepository
-from serving.routes import answer, resolve
+from serving.routes import answer, request_body, resolve
 
 
 def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
     bp = Blueprint("v2", __name__)
 
-    @bp.get("/v2/models/<name>")
-    @bp.get("/v2/models/<name>/versions/<version>")
+    @bp.get("/v2/models/<model:name>")
+    @bp.get("/v2/models/<model:name>/versions/<version>")
     def model_metadata(name: str, version: str | None = None) -> Response:
         model = repository.get(name, version)
         return json_response({
@@ -28,8 +28,8 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
             "outputs": model.metadata["outputs"],
         })
 
-    @bp.get("/v2/models/<name>/ready")
-    @bp.get("/v2/models/<name>/versions/<version>/ready")
+    @bp.get("/v2/models/<model:name>/ready")
+    @bp.get("/v2/models/<model:name>/versions/<version>/ready")
     def model_ready(name: str, version: str | None = None) -> Response:
         try:
             model = repository.get(name, version)
@@ -37,13 +37,13 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
             return json_response({"name": name, "ready": False, "error": exc.message}, status=503)
         return json_response({"name": name, "version": model.version, "ready": True})
 
-    @bp.post("/v2/models/<name>/infer")
-    @bp.post("/v2/models/<name>/versions/<version>/infer")
+    @bp.post("/v2/models/<model:name>/infer")
+    @bp.post("/v2/models/<model:name>/versions/<version>/infer")
     def infer(name: str, version: str | None = None) -> Response:
         model = resolve(repository, name, version)
         header_length = codecs.parse_header_length(
             request.headers.get(codecs.HEADER_LENGTH_HEADER))
-        body = request.get_data(cache=False)
+        body = request_body(config.max_body_bytes)
 
         def decode() -> tuple[np.ndarray, codecs.InferRequest]:
             decoded = codecs.decode_infer(body, header_length, config.max_batch_rows)

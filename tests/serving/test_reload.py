@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 
 import modelrepo
 from serving.repository import ModelRepository

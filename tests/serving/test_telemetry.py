@@ -101,8 +101,8 @@ def test_metrics_and_statistics_count_every_api_across_workers(observed) -> None
         assert total(requests, route="/predict", code="200") - total(
             base.get("softserve_requests_total", {}), route="/predict", code="200") == 30
         assert total(requests, route="/predict", code="400") >= 30
-        assert total(requests, route="/v1/models/<name>:predict", code="200") >= 30
-        assert total(requests, route="/v2/models/<name>/versions/<version>/infer",
+        assert total(requests, route="/v1/models/<model:name>:predict", code="200") >= 30
+        assert total(requests, route="/v2/models/<model:name>/versions/<version>/infer",
                      code="200", model="iris", version="1") >= 30
         assert total(m["softserve_predicted_rows_total"], model="iris") - before_rows == \
             expected_rows
@@ -144,8 +144,8 @@ def test_request_ids_and_json_access_log(observed) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
 
     def check() -> dict:
-        lines = [json.loads(l) for l in server.log().splitlines() if l.startswith("{")]
-        access = {l["request_id"]: l for l in lines if l["logger"] == "softserve.access"}
+        lines = [json.loads(x) for x in server.log().splitlines() if x.startswith("{")]
+        access = {x["request_id"]: x for x in lines if x["logger"] == "softserve.access"}
         assert "trace-me-42" in access and generated in access
         return access
 
@@ -155,10 +155,10 @@ def test_request_ids_and_json_access_log(observed) -> None:
     assert line["model"] == "iris" and line["version"] == "1" and line["rows"] == 1
     assert line["duration_ms"] > 0 and "time" in line
     assert access[generated]["model"] is None and access[generated]["status"] == 200
-    loads = [json.loads(l) for l in server.log().splitlines()
-             if l.startswith("{") and '"softserve.repository"' in l]
-    assert any(l["model"] == "iris" and l["version"] == "1" and "loaded" in l["message"]
-               for l in loads)
+    loads = [json.loads(x) for x in server.log().splitlines()
+             if x.startswith("{") and '"softserve.repository"' in x]
+    assert any(x["model"] == "iris" and x["version"] == "1" and "loaded" in x["message"]
+               for x in loads)
 
 
 def test_a_killed_worker_is_replaced_and_leaves_no_live_gauge(observed) -> None:
