@@ -15,7 +15,7 @@ from flask import Flask, Request
 from serving.config import Config
 from serving.errors import register_error_handlers
 from serving.repository import ModelRepository
-from serving.routes import ModelNameConverter, metrics, ops, simple, v1, v2
+from serving.routes import ModelNameConverter, docs, metrics, ops, simple, v1, v2
 from serving.telemetry import REQUEST_KEY, JsonFormatter, ObservedApp, Telemetry
 
 __version__ = "0.1.0"
@@ -62,7 +62,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         telemetry.start()
     app.extensions["softserve"] = repository
     register_error_handlers(app)
-    for module in (ops, simple, v1, v2):
+    for module in (ops, simple, v1, v2, docs):
         app.register_blueprint(module.blueprint(config, repository))
     app.register_blueprint(metrics.blueprint(config, repository, telemetry))
     access_log = config.access_log and \

@@ -1,0 +1,927 @@
+"""The OpenAPI 3.0.3 description of softserve's HTTP API, as a plain dict.
+
+``openapi_document(version)`` is served as ``GET /openapi.json`` and rendered by ``GET /docs``
+(see ``serving.routes.docs``). It is written by hand from what the routes and ``serving.codecs``
+do; ``tests/serving/test_openapi.py`` checks it against the app's routes and real responses.
+
+OpenAPI 3.0.3 rather than 3.1: the Swagger UI that ``/docs`` serves (swagger-ui-bundle 1.1.0,
+Swagger UI 4.15) renders 3.0 only. Schemas therefore use no 3.1/JSON Schema 2020-12 keywords.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelrepo import CLASS, INPUT_NAME, N_CLASSES, N_FEATURES, PLATFORM, PROBABILITIES
+from serving.codecs import (
+    BINARY_CONTENT_TYPE,
+    HEADER_LENGTH_HEADER,
+    INPUT_DATATYPES,
+    JSON_CONTENT_TYPE,
+    SERVER_EXTENSIONS,
+    V2_DATATYPES,
+)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+PROMETHEUS_CONTENT_TYPE = "text/plain"
+# The Swagger UI files GET /docs/{asset} serves, with their content types.
+DOCS_ASSET_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".png": "image/png",
+    ".map": "application/json",
+}
+
+Json = dict[str, Any]
+
+_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")  # iris's, as examples
+_ACCEPTED = sorted(INPUT_DATATYPES)
+# V2's datatypes, accepted ones first, in the order the protocol lists them otherwise.
+_DATATYPES = _ACCEPTED + sorted(V2_DATATYPES - set(INPUT_DATATYPES))
+
+
+def _ref(kind: str, name: str) -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _schema(name: str) -> Json:
+    return _ref("schemas", name)
+
+
+# ------------------------------------------------------------------------------- schemas
+
+def _schemas() -> dict[str, Json]:
+    number = {"type": "number", "format": "float"}
+    return {
+        "Error": {
+            "type": "object",
+            "description": "Every error answer: what was wrong and what is expected.",
+            "required": ["error"],
+            "additionalProperties": False,
+            "properties": {"error": {"type": "string"}},
+        },
+        # ---- simple JSON and KServe V1
+        "InstancesRequest": {
+            "type": "object",
+            "description": (
+                "A batch of rows, TF-Serving style. Every row takes the same form: a list of "
+                f"{N_FEATURES} numbers in feature order, or an object keyed exactly by the "
+                "model's feature names (`feature_names` in its metadata.json; for iris "
+                f"{', '.join(_FEATURES)}). Values must be finite numbers within float32's range; "
+                "strings, null, booleans, NaN and Infinity are refused (400). More rows than "
+                "`SOFTSERVE_MAX_BATCH_ROWS` is a 413."
+            ),
+            "required": ["instances"],
+            "additionalProperties": False,
+            "properties": {
+                "instances": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"oneOf": [_schema("InstanceRow"), _schema("InstanceObject")]},
+                },
+            },
+            "example": {"instances": _ROWS},
+        },
+        "InstanceRow": {
+            "type": "array",
+            "description": f"One row: {N_FEATURES} numbers in the model's feature order.",
+            "minItems": N_FEATURES,
+            "maxItems": N_FEATURES,
+            "items": number,
+            "example": _ROWS[0],
+        },
+        "InstanceObject": {
+            "type": "object",
+            "description": "One row keyed exactly by the model's feature names (no more, no "
+                           "fewer).",
+            "minProperties": N_FEATURES,
+            "maxProperties": N_FEATURES,
+            "additionalProperties": number,
+            "example": dict(zip(_FEATURES, _ROWS[0])),
+        },
+        "PredictResponse": {
+            "type": "object",
+            "required": ["model_name", "model_version", "predictions"],
+            "additionalProperties": False,
+            "properties": {
+                "model_name": {"type": "string", "example": "iris"},
+                "model_version": {"type": "string", "example": "1"},
+                "predictions": {
+                    "type": "array",
+                    "description": "One per row, in request order.",
+                    "items": _schema("Prediction"),
+                },
+            },
+        },
+        "Prediction": {
+            "type": "object",
+            "required": ["class", "label", "probabilities"],
+            "additionalProperties": False,
+            "properties": {
+                "class": {"type": "integer", "minimum": 0, "maximum": N_CLASSES - 1,
+                          "description": "Index of the most probable class."},
+                "label": {"type": "string", "description": "That class's label.",
+                          "example": "setosa"},
+                "probabilities": {
+                    "type": "array",
+                    "description": "Softmax probability of each class, in class order (float32).",
+                    "minItems": N_CLASSES,
+                    "maxItems": N_CLASSES,
+                    "items": number,
+                },
+            },
+            "example": {"class": 0, "label": "setosa",
+                        "probabilities": [0.99, 0.0098, 4.6e-9]},
+        },
+        "V1ModelStatus": {
+            "type": "object",
+            "required": ["name", "ready", "versions"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "example": "iris"},
+                "ready": {"type": "boolean",
+                          "description": "Whether a version of the model is being served."},
+                "versions": {"type": "array", "items": {"type": "string"},
+                             "description": "The versions loaded, oldest first.",
+                             "example": ["1", "2"]},
+            },
+        },
+        # ---- V2 metadata and health
+        "V2ServerMetadata": {
+            "type": "object",
+            "required": ["name", "version", "extensions"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "example": "softserve"},
+                "version": {"type": "string", "example": "0.1.0"},
+                "extensions": {"type": "array", "items": {"type": "string"},
+                               "description": '"statistics" only while metrics are on '
+                                              "(SOFTSERVE_METRICS).",
+                               "example": [*SERVER_EXTENSIONS, "statistics"]},
+            },
+        },
+        "V2ModelMetadata": {
+            "type": "object",
+            "required": ["name", "versions", "platform", "inputs", "outputs"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "example": "iris"},
+                "versions": {
+                    "type": "array", "items": {"type": "string"},
+                    "description": "The versions loaded (oldest first); only the one asked for "
+                                   "on the versioned path.",
+                    "example": ["1"],
+                },
+                "platform": {"type": "string", "example": PLATFORM},
+                "inputs": {"type": "array", "items": _schema("TensorMetadata")},
+                "outputs": {"type": "array", "items": _schema("TensorMetadata")},
+            },
+            "example": {
+                "name": "iris", "versions": ["1"], "platform": PLATFORM,
+                "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_FEATURES]}],
+                "outputs": [
+                    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, N_CLASSES]},
+                    {"name": CLASS, "datatype": "INT64", "shape": [-1]},
+                ],
+            },
+        },
+        "TensorMetadata": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": {"type": "string", "enum": _DATATYPES},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": -1},
+                          "description": "-1 marks a variable dimension (the batch)."},
+            },
+        },
+        "Live": {
+            "type": "object",
+            "required": ["live"],
+            "additionalProperties": False,
+            "properties": {"live": {"type": "boolean", "enum": [True]}},
+        },
+        "Ready": {
+            "type": "object",
+            "required": ["ready"],
+            "additionalProperties": False,
+            "properties": {"ready": {"type": "boolean", "enum": [True]}},
+        },
+        "NotReady": {
+            "type": "object",
+            "description": "An Error body with `\"ready\": false`: why the server cannot serve.",
+            "required": ["ready", "error"],
+            "additionalProperties": False,
+            "properties": {
+                "ready": {"type": "boolean", "enum": [False]},
+                "error": {"type": "string"},
+            },
+            "example": {"ready": False, "error": "not ready: no model in the repository "
+                                                 "artifacts"},
+        },
+        "ModelReady": {
+            "type": "object",
+            "required": ["name", "version", "ready"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "example": "iris"},
+                "version": {"type": "string", "example": "1",
+                            "description": "The version that answers (the latest, or the one "
+                                           "asked for)."},
+                "ready": {"type": "boolean", "enum": [True]},
+            },
+        },
+        "ModelNotReady": {
+            "type": "object",
+            "description": "An Error body with the model's name and `\"ready\": false`.",
+            "required": ["name", "ready", "error"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "example": "iris"},
+                "ready": {"type": "boolean", "enum": [False]},
+                "error": {"type": "string"},
+            },
+            "example": {"name": "iris", "ready": False,
+                        "error": "model 'iris' version 2 is broken and not served: sha256 of "
+                                 "model.onnx does not match metadata.json"},
+        },
+        # ---- V2 inference
+        "V2InferRequest": {
+            "type": "object",
+            "description": (
+                "A V2 (Open Inference Protocol) inference request. As the JSON part of a binary "
+                f"request, the first `{HEADER_LENGTH_HEADER}` bytes of the body."
+            ),
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string", "description": "Echoed in the response."},
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "binary_data_output": {
+                            "type": "boolean", "default": False,
+                            "description": "Return every output as binary tensor data "
+                                           "(unless the output says otherwise).",
+                        },
+                    },
+                },
+                "inputs": {
+                    "type": "array",
+                    "description": f'Exactly one tensor, named "{INPUT_NAME}".',
+                    "minItems": 1,
+                    "maxItems": 1,
+                    "items": _schema("V2RequestInput"),
+                },
+                "outputs": {
+                    "type": "array",
+                    "description": "The outputs to return, in this order; all of them, in "
+                                   "model order, when absent or empty. Each at most once.",
+                    "items": _schema("V2RequestOutput"),
+                },
+            },
+            "example": {
+                "id": "42",
+                "inputs": [{"name": INPUT_NAME, "shape": [2, N_FEATURES], "datatype": "FP32",
+                            "data": [v for row in _ROWS for v in row]}],
+            },
+        },
+        "V2RequestInput": {
+            "type": "object",
+            "description": (
+                'The values come either in `data` or, with the binary tensor data extension, as '
+                "`parameters.binary_data_size` raw little-endian bytes after the JSON part of "
+                "the body — never both."
+            ),
+            "required": ["name", "shape", "datatype"],
+            "properties": {
+                "name": {"type": "string", "enum": [INPUT_NAME]},
+                "shape": {
+                    "type": "array",
+                    "description": f"[N, {N_FEATURES}]: N rows (1 <= N <= "
+                                   f"SOFTSERVE_MAX_BATCH_ROWS, more is a 413) of {N_FEATURES} "
+                                   "features.",
+                    "minItems": 2,
+                    "maxItems": 2,
+                    "items": {"type": "integer", "minimum": 1},
+                    "example": [1, N_FEATURES],
+                },
+                "datatype": {
+                    "type": "string",
+                    "enum": _DATATYPES,
+                    "description": (
+                        f"{', '.join(_ACCEPTED)}: accepted and converted to FP32, the model's "
+                        "input type (INT data must be whole numbers within the type). Every "
+                        "other V2 datatype is valid in the protocol but unsupported here: 400."
+                    ),
+                },
+                "data": _schema("V2TensorData"),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "binary_data_size": {
+                            "type": "integer", "minimum": 0,
+                            "description": "Binary tensor data extension: the input's values "
+                                           "are this many bytes after the JSON part (N x 4 x "
+                                           "the datatype's size).",
+                        },
+                    },
+                },
+            },
+        },
+        "V2TensorData": {
+            "type": "array",
+            "description": (
+                "The input's N x 4 values, row-major: flat, or nested as the shape. Finite "
+                "numbers within float32's range; null, booleans, strings, NaN and Infinity are "
+                "refused (400)."
+            ),
+            "items": {"oneOf": [{"type": "number"}, _schema("V2TensorData")]},
+            "example": _ROWS[0],
+        },
+        "V2RequestOutput": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "enum": [PROBABILITIES, CLASS]},
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "binary_data": {
+                            "type": "boolean",
+                            "description": "Return this output as binary tensor data "
+                                           "(default: the request's binary_data_output).",
+                        },
+                        "classification": {
+                            "type": "integer", "minimum": 0, "maximum": N_CLASSES,
+                            "default": 0,
+                            "description": (
+                                f"Classification extension, on `{PROBABILITIES}` only: return "
+                                "the top k classes of each row as BYTES "
+                                '`"<probability>:<index>:<label>"`, shape [N, k]. 0: the raw '
+                                "tensor."
+                            ),
+                        },
+                    },
+                },
+            },
+        },
+        "V2InferResponse": {
+            "type": "object",
+            "description": (
+                "The JSON answer, or the JSON part of a binary answer (the first "
+                f"`{HEADER_LENGTH_HEADER}` bytes of the body)."
+            ),
+            "required": ["model_name", "model_version", "outputs"],
+            "additionalProperties": False,
+            "properties": {
+                "model_name": {"type": "string", "example": "iris"},
+                "model_version": {"type": "string", "example": "1"},
+                "id": {"type": "string", "description": "The request's id, if it had one."},
+                "outputs": {"type": "array", "items": _schema("V2ResponseOutput")},
+            },
+            "example": {
+                "model_name": "iris", "model_version": "1", "id": "42",
+                "outputs": [
+                    {"name": PROBABILITIES, "datatype": "FP32", "shape": [2, N_CLASSES],
+                     "data": [0.99, 0.0098, 4.6e-9, 1.1e-5, 0.12, 0.88]},
+                    {"name": CLASS, "datatype": "INT64", "shape": [2], "data": [0, 2]},
+                ],
+            },
+        },
+        "V2ResponseOutput": {
+            "type": "object",
+            "description": (
+                f"`{PROBABILITIES}` FP32 [N, {N_CLASSES}], `{CLASS}` INT64 [N], or with "
+                f"classification k `{PROBABILITIES}` BYTES [N, k]. The values are in `data` "
+                "(flat, row-major) or, for a binary output, `parameters.binary_data_size` raw "
+                "little-endian bytes after the JSON part, in output order (BYTES elements each "
+                "prefixed by a 4-byte little-endian length)."
+            ),
+            "required": ["name", "datatype", "shape"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "enum": [PROBABILITIES, CLASS]},
+                "datatype": {"type": "string", "enum": ["FP32", "INT64", "BYTES"]},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "data": {
+                    "type": "array",
+                    "items": {"oneOf": [{"type": "number"}, {"type": "string"}]},
+                },
+                "parameters": {
+                    "type": "object",
+                    "required": ["binary_data_size"],
+                    "additionalProperties": False,
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                },
+            },
+        },
+        "V2BinaryInferRequest": {
+            "type": "string",
+            "format": "binary",
+            "description": (
+                "Binary tensor data extension: a V2InferRequest JSON document of "
+                f"`{HEADER_LENGTH_HEADER}` bytes, immediately followed by the input's raw "
+                "little-endian values (`parameters.binary_data_size` bytes). The JSON part "
+                "alone (no binary input) is also accepted."
+            ),
+        },
+        "V2BinaryInferResponse": {
+            "type": "string",
+            "format": "binary",
+            "description": (
+                "Sent when any output is binary: a V2InferResponse JSON document of "
+                f"`{HEADER_LENGTH_HEADER}` bytes, followed by the binary outputs' raw bytes in "
+                "output order."
+            ),
+        },
+        # ---- statistics and metrics
+        "V2ModelStatistics": {
+            "type": "object",
+            "description": "Triton's statistics extension, summed over every worker since "
+                           "the server started. A loaded version that has not answered yet "
+                           "is listed with zeros.",
+            "required": ["model_stats"],
+            "properties": {
+                "model_stats": {"type": "array", "items": _schema("V2ModelStat")},
+            },
+        },
+        "V2ModelStat": {
+            "type": "object",
+            "required": ["name", "version", "last_inference", "inference_count",
+                         "execution_count", "inference_stats"],
+            "properties": {
+                "name": {"type": "string", "example": "iris"},
+                "version": {"type": "string", "example": "1"},
+                "last_inference": {
+                    "type": "integer", "minimum": 0,
+                    "description": "When the last inference happened, in milliseconds since "
+                                   "the epoch; 0 if never.",
+                },
+                "inference_count": {"type": "integer", "minimum": 0,
+                                    "description": "Rows inferred (each row of a batch counts)."},
+                "execution_count": {"type": "integer", "minimum": 0,
+                                    "description": "Model executions (one per request)."},
+                "inference_stats": _schema("V2InferStats"),
+                "batch_stats": {"type": "array", "items": {"type": "object"},
+                                "description": "Always empty: the server does not batch "
+                                               "requests together."},
+            },
+        },
+        "V2InferStats": {
+            "type": "object",
+            "description": (
+                "`success` and `fail`: inference requests that reached the model, by outcome, "
+                "and their total time; `compute_input`, `compute_infer`, `compute_output`: "
+                "decoding the request, running the model, encoding the answer; `queue` is "
+                "always 0 ns (a worker takes a request straight away); `cache_hit` and "
+                "`cache_miss` are always 0 (no response cache)."
+            ),
+            "required": ["success", "fail", "queue", "compute_input", "compute_infer",
+                         "compute_output"],
+            "properties": {
+                "success": _schema("V2StatDuration"),
+                "fail": _schema("V2StatDuration"),
+                "queue": _schema("V2StatDuration"),
+                "compute_input": _schema("V2StatDuration"),
+                "compute_infer": _schema("V2StatDuration"),
+                "compute_output": _schema("V2StatDuration"),
+                "cache_hit": _schema("V2StatDuration"),
+                "cache_miss": _schema("V2StatDuration"),
+            },
+        },
+        "V2StatDuration": {
+            "type": "object",
+            "required": ["count", "ns"],
+            "properties": {
+                "count": {"type": "integer", "minimum": 0},
+                "ns": {"type": "integer", "minimum": 0,
+                       "description": "Total time of those events, in nanoseconds."},
+            },
+        },
+        "PrometheusText": {
+            "type": "string",
+            "description": "Prometheus text exposition format (version 0.0.4).",
+            "example": "# HELP ...\n# TYPE ...\n",
+        },
+    }
+
+
+# --------------------------------------------------------------- parameters and headers
+
+def _parameters() -> dict[str, Json]:
+    return {
+        "RequestId": {
+            "name": REQUEST_ID_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Any printable string of at most 200 characters naming the request, "
+                           "for the access log; the response's X-Request-ID header echoes it. "
+                           "Without it (or with another value) the server generates one.",
+            "schema": {"type": "string", "maxLength": 200},
+        },
+        "ModelName": {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "description": "A model in the repository.",
+            "schema": {"type": "string", "example": "iris"},
+        },
+        "ModelVersion": {
+            "name": "version",
+            "in": "path",
+            "required": True,
+            "description": "A version number (a positive integer); anything else, or a version "
+                           "not loaded, is a 404.",
+            "schema": {"type": "string", "example": "1"},
+        },
+        "InferenceHeaderContentLength": {
+            "name": HEADER_LENGTH_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Binary tensor data extension: the size in bytes of the JSON part at "
+                           "the start of the body; the rest is raw tensor data. Without it the "
+                           "whole body is JSON.",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+def _headers() -> dict[str, Json]:
+    return {
+        "RequestId": {
+            "description": "The request's X-Request-ID, or one the server generated (also in "
+                           "the access log line of the request).",
+            "required": True,
+            "schema": {"type": "string"},
+        },
+        "InferenceHeaderContentLength": {
+            "description": "With application/octet-stream only: the size in bytes of the JSON "
+                           "part at the start of the body.",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        "Allow": {
+            "description": "The methods this path accepts.",
+            "required": True,
+            "schema": {"type": "string", "example": "OPTIONS, POST"},
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ responses
+
+def _response(description: str, content: dict[str, Json] | None = None,
+              headers: dict[str, Json] | None = None) -> Json:
+    response: Json = {
+        "description": description,
+        "headers": {REQUEST_ID_HEADER: _ref("headers", "RequestId"), **(headers or {})},
+    }
+    if content:
+        response["content"] = content
+    return response
+
+
+def _json(schema: str, **media: Any) -> dict[str, Json]:
+    return {JSON_CONTENT_TYPE: {"schema": _schema(schema), **media}}
+
+
+def _error(description: str, example: Any, schema: str = "Error",
+           headers: dict[str, Json] | None = None) -> Json:
+    return _response(description, _json(schema, example=example), headers)
+
+
+_MODEL_NOT_READY = ("model 'iris' has no valid version: version 1: sha256 of model.onnx does not "
+                    "match metadata.json")
+# Per status: what it means, and an answer the server gives (its message, from the code).
+_ERROR_DEFAULTS: dict[int, tuple[str, Any]] = {
+    400: ("Bad input; the message says what was wrong and what is expected.",
+          {"error": "instances[0] has 3 values: every row must be a list of 4 numbers "
+                    "(sepal_length, sepal_width, petal_length, petal_width) or an object with "
+                    "those keys"}),
+    404: ("Unknown model or version.", {"error": "unknown model 'nope'; models served: iris"}),
+    413: ("Too large: more rows than SOFTSERVE_MAX_BATCH_ROWS, or a body over "
+          "SOFTSERVE_MAX_BODY_BYTES (refused from its Content-Length, unread).",
+          {"error": '"instances" has 100001 rows, more than the 100000 allowed per request: '
+                    "split the batch"}),
+    500: ("A bug: logged with its traceback, answered `internal error`.",
+          {"error": "internal error"}),
+    503: ("The model exists but none of its versions can serve (all broken).",
+          {"error": _MODEL_NOT_READY}),
+}
+
+
+def _errors(path: str, method: str, *statuses: int,
+            descriptions: dict[int, str] | None = None, examples: dict[int, Any] | None = None,
+            not_ready_schema: str = "Error") -> dict[str, Json]:
+    """The error responses of ``method path`` for ``statuses``, and 500, which any can answer."""
+    descriptions = descriptions or {}
+    examples = examples or {}
+    out: dict[str, Json] = {}
+    for status in (*statuses, 500):
+        if status == 405:
+            other, allowed = ("DELETE", "HEAD, GET, OPTIONS") if method == "get" else (
+                "GET", "OPTIONS, POST")
+            example_path = path.replace("{name}", "iris").replace("{version}", "1").replace(
+                "{asset}", "swagger-ui.css")
+            out["405"] = _error(
+                "Another method than this path allows (OPTIONS and, with GET, HEAD are always "
+                "allowed); the Allow header lists them.",
+                examples.get(405, {"error": f"method {other} is not allowed for {example_path}; "
+                                            f"allowed: {allowed}"}),
+                headers={"Allow": _ref("headers", "Allow")})
+            continue
+        description, example = _ERROR_DEFAULTS[status]
+        out[str(status)] = _error(descriptions.get(status, description),
+                                  examples.get(status, example),
+                                  not_ready_schema if status == 503 else "Error")
+    return out
+
+
+# ---------------------------------------------------------------------------------- paths
+
+def _operation(operation_id: str, tag: str, summary: str, description: str,
+               responses: dict[str, Json], request_body: Json | None = None,
+               parameters: list[Json] | None = None) -> Json:
+    operation: Json = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "description": description,
+        "parameters": [_ref("parameters", "RequestId"), *(parameters or [])],
+    }
+    if request_body is not None:
+        operation["requestBody"] = request_body
+    operation["responses"] = responses
+    return operation
+
+
+_NO_CONTENT_TYPE = (
+    " The server reads the raw body whatever the Content-Type (none is needed)."
+)
+
+
+def _instances_body() -> Json:
+    return {
+        "required": True,
+        "description": "UTF-8 JSON." + _NO_CONTENT_TYPE,
+        "content": _json("InstancesRequest", examples={
+            "lists": {"summary": "rows as lists", "value": {"instances": _ROWS}},
+            "objects": {"summary": "rows keyed by feature name",
+                        "value": {"instances": [dict(zip(_FEATURES, row)) for row in _ROWS]}},
+        }),
+    }
+
+
+def _infer_body() -> Json:
+    return {
+        "required": True,
+        "description": (
+            "JSON, or with the binary tensor data extension a JSON part of "
+            f"`{HEADER_LENGTH_HEADER}` bytes followed by raw little-endian tensor data. "
+            "The server tells them apart by that header, not by the Content-Type (which it "
+            "ignores; tritonclient sends none)."
+        ),
+        "content": {
+            JSON_CONTENT_TYPE: {
+                "schema": _schema("V2InferRequest"),
+                "examples": {
+                    "flat": {"summary": "two rows, flat data", "value": {
+                        "id": "42",
+                        "inputs": [{"name": INPUT_NAME, "shape": [2, N_FEATURES],
+                                    "datatype": "FP32",
+                                    "data": [v for row in _ROWS for v in row]}],
+                    }},
+                    "classification": {"summary": "nested data, top-2 classification", "value": {
+                        "inputs": [{"name": INPUT_NAME, "shape": [1, N_FEATURES],
+                                    "datatype": "FP32", "data": [_ROWS[0]]}],
+                        "outputs": [{"name": PROBABILITIES,
+                                     "parameters": {"classification": 2}}],
+                    }},
+                },
+            },
+            BINARY_CONTENT_TYPE: {"schema": _schema("V2BinaryInferRequest")},
+        },
+    }
+
+
+_INFER_BAD = (
+    "Bad input: not a UTF-8 JSON object; not exactly one input named "
+    f'"{INPUT_NAME}"; a shape other than [N, {N_FEATURES}]; an unsupported or unknown datatype; '
+    "data that disagrees with the shape or is not finite numbers within float32's range; a bad "
+    f"`{HEADER_LENGTH_HEADER}` or binary sizes that disagree with the shape or the body; unknown "
+    f"or repeated outputs; classification other than 1..{N_CLASSES} on `{PROBABILITIES}`; "
+    "shared memory."
+)
+_INFER_BAD_EXAMPLE = {
+    "error": f'input "{INPUT_NAME}" has unsupported datatype BOOL: send FP32 (or FP64, INT32, '
+             "INT64)"
+}
+_METRICS_OFF = "Metrics are turned off (SOFTSERVE_METRICS=0)."
+_METRICS_OFF_EXAMPLE = {"error": "metrics are turned off (SOFTSERVE_METRICS=0)"}
+
+
+def _paths() -> dict[str, Json]:
+    name = _ref("parameters", "ModelName")
+    version = _ref("parameters", "ModelVersion")
+    header_length = _ref("parameters", "InferenceHeaderContentLength")
+    simple, v2_health, v2_models, v2_infer, stats, docs = (
+        "Simple JSON and KServe V1", "V2 health and metadata", "V2 model metadata",
+        "V2 inference", "Statistics and metrics", "Documentation")
+    paths: dict[str, Json] = {}
+
+    def add(path: str, method: str, operation_id: str, tag: str, summary: str,
+            description: str, ok: Json, errors: tuple[int, ...],
+            path_parameters: tuple[Json, ...] = (), request_body: Json | None = None,
+            parameters: tuple[Json, ...] = (), more: dict[str, Json] | None = None,
+            **error_options: Any) -> None:
+        item = paths.setdefault(path, {})
+        if path_parameters:
+            item["parameters"] = list(path_parameters)
+        item[method] = _operation(
+            operation_id, tag, summary, description,
+            {"200": ok, **(more or {}), **_errors(path, method, *errors, **error_options)},
+            request_body, list(parameters))
+
+    # ---- simple JSON and KServe V1
+    predicted = _response("One prediction per row.", _json("PredictResponse"))
+    add("/predict", "post", "predict", simple, "Predict with the default model",
+        "The default model: SOFTSERVE_DEFAULT_MODEL, or the only model there is."
+        + _NO_CONTENT_TYPE, predicted, (400, 404, 405, 413, 503),
+        request_body=_instances_body(),
+        descriptions={404: "No model in the repository, or several and no "
+                           "SOFTSERVE_DEFAULT_MODEL (the message names them)."},
+        examples={404: {"error": "several models are served (iris, wine): set "
+                                 "SOFTSERVE_DEFAULT_MODEL to choose the one behind /predict, "
+                                 "or use /v1/models/<name>:predict"}})
+    add("/v1/models/{name}", "get", "v1ModelStatus", simple, "Model status (KServe V1)",
+        "Whether the model is being served, and its loaded versions.",
+        _response("The model's status (`ready` false when no version can serve).",
+                  _json("V1ModelStatus")),
+        (404, 405), (name,), descriptions={404: "Unknown model."})
+    add("/v1/models/{name}:predict", "post", "v1Predict", simple,
+        "Predict (KServe V1 / TF-Serving)",
+        "The model's latest version." + _NO_CONTENT_TYPE,
+        predicted, (400, 404, 405, 413, 503), (name,), request_body=_instances_body(),
+        descriptions={404: "Unknown model."},
+        examples={405: {"error": "method GET is not allowed for /v1/models/iris:predict; "
+                                 "allowed: OPTIONS, POST"}})
+
+    # ---- V2 health and metadata
+    add("/v2", "get", "v2ServerMetadata", v2_health, "Server metadata",
+        "Name, version and the V2 extensions implemented.",
+        _response("The server's metadata.", _json("V2ServerMetadata")), (405,))
+    add("/v2/health/live", "get", "v2Live", v2_health, "Liveness", "The process answers.",
+        _response("Live.", _json("Live")), (405,))
+    add("/v2/health/ready", "get", "v2Ready", v2_health, "Readiness",
+        "Ready once the repository is scanned and at least one model serves a version.",
+        _response("Ready.", _json("Ready")), (405, 503),
+        descriptions={503: "Not ready, with the reason (no model, or every version broken)."},
+        examples={503: {"ready": False, "error": "not ready: no model in the repository "
+                                                 "artifacts"}},
+        not_ready_schema="NotReady")
+
+    # ---- V2 model metadata and readiness
+    for path, path_parameters, operation_id, summary, description in (
+        ("/v2/models/{name}", (name,), "v2ModelMetadata", "Model metadata",
+         "Platform, loaded versions, input and output tensors of the latest version."),
+        ("/v2/models/{name}/versions/{version}", (name, version), "v2ModelVersionMetadata",
+         "Model version metadata", "Platform, input and output tensors of one version."),
+    ):
+        add(path, "get", operation_id, v2_models, summary, description,
+            _response("The model's metadata.", _json("V2ModelMetadata")), (404, 405, 503),
+            path_parameters)
+    for path, path_parameters, operation_id, summary, description in (
+        ("/v2/models/{name}/ready", (name,), "v2ModelReady", "Model readiness",
+         "Whether the model's latest version can serve."),
+        ("/v2/models/{name}/versions/{version}/ready", (name, version), "v2ModelVersionReady",
+         "Model version readiness", "Whether this version can serve (503 if it is broken)."),
+    ):
+        add(path, "get", operation_id, v2_models, summary, description,
+            _response("The model (version) can serve.", _json("ModelReady")), (404, 405, 503),
+            path_parameters,
+            descriptions={503: "Not ready: the model has no valid version (or this version "
+                               "is broken)."},
+            examples={503: {"name": "iris", "ready": False, "error": _MODEL_NOT_READY}},
+            not_ready_schema="ModelNotReady")
+
+    # ---- V2 inference
+    inferred = _response(
+        "The outputs asked for. application/json, or application/octet-stream (JSON part "
+        f"plus raw bytes, its size in `{HEADER_LENGTH_HEADER}`) when any output is binary.",
+        {JSON_CONTENT_TYPE: {"schema": _schema("V2InferResponse")},
+         BINARY_CONTENT_TYPE: {"schema": _schema("V2BinaryInferResponse")}},
+        {HEADER_LENGTH_HEADER: _ref("headers", "InferenceHeaderContentLength")},
+    )
+    for path, path_parameters, operation_id, summary, description in (
+        ("/v2/models/{name}/infer", (name,), "v2Infer", "Inference",
+         "Run the model's latest version."),
+        ("/v2/models/{name}/versions/{version}/infer", (name, version), "v2VersionInfer",
+         "Inference with a version", "Run one version of the model."),
+    ):
+        add(path, "post", operation_id, v2_infer, summary, description, inferred,
+            (400, 404, 405, 413, 503), path_parameters, _infer_body(), (header_length,),
+            descriptions={400: _INFER_BAD}, examples={400: _INFER_BAD_EXAMPLE})
+
+    # ---- statistics and metrics
+    add("/v2/models/stats", "get", "v2Statistics", stats, "Statistics of every model",
+        "Triton's statistics extension, for every loaded version of every model.",
+        _response("The statistics.", _json("V2ModelStatistics")), (404, 405),
+        descriptions={404: _METRICS_OFF}, examples={404: _METRICS_OFF_EXAMPLE})
+    for path, path_parameters, operation_id, summary, description in (
+        ("/v2/models/{name}/stats", (name,), "v2ModelStatistics", "Statistics of a model",
+         "Triton's statistics extension, for the model's loaded versions."),
+        ("/v2/models/{name}/versions/{version}/stats", (name, version),
+         "v2ModelVersionStatistics", "Statistics of a version",
+         "Triton's statistics extension, for one version (a version on disk but not loaded "
+         "is listed with zeros)."),
+    ):
+        add(path, "get", operation_id, stats, summary, description,
+            _response("The statistics.", _json("V2ModelStatistics")), (404, 405),
+            path_parameters,
+            descriptions={404: "Unknown model, or a version that is not a directory of the "
+                               "model; or metrics are turned off (SOFTSERVE_METRICS=0)."})
+    add("/metrics", "get", "metrics", stats, "Prometheus metrics",
+        "Requests by route, method, model and status; latencies and sizes; inference times "
+        "and rows; model loads and loaded versions; summed over every worker. Served as "
+        "`text/plain; version=0.0.4; charset=utf-8`.",
+        _response("Prometheus text.",
+                  {PROMETHEUS_CONTENT_TYPE: {"schema": _schema("PrometheusText")}}),
+        (404, 405), descriptions={404: _METRICS_OFF}, examples={404: _METRICS_OFF_EXAMPLE})
+
+    # ---- documentation
+    add("/openapi.json", "get", "openapi", docs, "This document",
+        "The OpenAPI description of the API.",
+        _response("The OpenAPI document.", {JSON_CONTENT_TYPE: {"schema": {"type": "object"}}}),
+        (405,))
+    add("/docs", "get", "docs", docs, "API documentation page",
+        "This document rendered by Swagger UI, served entirely by this server.",
+        _response("An HTML page.", {"text/html": {"schema": {"type": "string"}}}), (405,))
+    add("/docs/{asset}", "get", "docsAsset", docs, "Documentation page asset",
+        "The scripts, stylesheet and icons /docs uses (cacheable for an hour; ETag and "
+        "Last-Modified for conditional requests; no range requests).",
+        _response("The file.", {media: {"schema": {"type": "string", "format": "binary"}}
+                                for media in dict.fromkeys(DOCS_ASSET_TYPES.values())}),
+        (404, 405), ({
+            "name": "asset", "in": "path", "required": True,
+            "description": "A file of the documentation page (Swagger UI's).",
+            "schema": {"type": "string", "example": "swagger-ui.css"},
+        },),
+        more={"304": _response("Not modified (If-None-Match or If-Modified-Since): no body.")},
+        descriptions={404: "Not a file of the documentation page."},
+        examples={404: {"error": "no documentation asset 'nope.js': the API documentation is "
+                                 "at /docs"}})
+    return paths
+
+
+# ------------------------------------------------------------------------------ document
+
+_DESCRIPTION = f"""\
+Serves softmax classifiers exported to ONNX from a model repository (Triton's layout), over three
+protocols:
+
+- **Simple JSON and KServe V1 / TF-Serving**: `POST /predict` (the default model) and
+  `POST /v1/models/{{name}}:predict` take `{{"instances": [[5.1, 3.5, 1.4, 0.2], ...]}}` (rows as
+  lists of {N_FEATURES} numbers or objects keyed by the model's feature names) and answer the class,
+  label and probabilities of each row.
+- **V2 Open Inference Protocol** (KServe V2 / Triton): health, server and model metadata, and
+  `POST /v2/models/{{name}}[/versions/{{version}}]/infer` with the **binary tensor data**
+  extension (`{HEADER_LENGTH_HEADER}` splits a JSON part from raw little-endian tensors, in
+  requests and responses) and the **classification** extension. `tritonclient[http]` works
+  unmodified.
+- **Statistics and metrics**: Triton's statistics extension (`/v2/models/stats`) and Prometheus
+  text at `/metrics`.
+
+The server reads request bodies whatever their Content-Type; none is required. Every error is
+JSON, `{{"error": "<what was wrong and what is expected>"}}`: 400 bad input, 404 unknown model,
+version or route, 405 wrong method, 413 too large, 503 not ready, 500 a bug. Every response
+carries an `{REQUEST_ID_HEADER}` header: the request's own, or one the server generated.
+"""
+
+
+def openapi_document(server_version: str) -> dict[str, Any]:
+    """The OpenAPI 3.0.3 description of the API, for a server of version ``server_version``."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "softserve",
+            "version": server_version,
+            "description": _DESCRIPTION,
+        },
+        "servers": [{"url": "/"}],
+        "tags": [
+            {"name": "Simple JSON and KServe V1"},
+            {"name": "V2 health and metadata"},
+            {"name": "V2 model metadata"},
+            {"name": "V2 inference"},
+            {"name": "Statistics and metrics"},
+            {"name": "Documentation"},
+        ],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "parameters": _parameters(),
+            "headers": _headers(),
+        },
+    }
