@@ -14,7 +14,9 @@ from flask import Flask, Request
 
 from serving.config import Config
 from serving.errors import register_error_handlers
+from serving.fastpath import FastPath
 from serving.repository import ModelRepository
+from serving.routes.inference import Inference
 from serving.routes import ModelNameConverter, docs, metrics, ops, simple, v1, v2
 from serving.telemetry import REQUEST_KEY, JsonFormatter, ObservedApp, Telemetry
 
@@ -62,12 +64,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         telemetry.start()
     app.extensions["softserve"] = repository
     register_error_handlers(app)
-    for module in (ops, simple, v1, v2, docs):
-        app.register_blueprint(module.blueprint(config, repository))
+    inference = Inference(config, repository)
+    app.register_blueprint(ops.blueprint(config, repository))
+    app.register_blueprint(simple.blueprint(inference))
+    app.register_blueprint(v1.blueprint(repository, inference))
+    app.register_blueprint(v2.blueprint(repository, inference))
     app.register_blueprint(metrics.blueprint(config, repository, telemetry))
+    app.register_blueprint(docs.blueprint())
     access_log = config.access_log and \
         logging.getLevelName(config.log_level.upper()) <= logging.INFO
-    app.wsgi_app = ObservedApp(app.wsgi_app, telemetry, access_log)  # type: ignore[method-assign]
+    # Outermost first: observe everything; answer inference POSTs without Flask's machinery.
+    app.wsgi_app = ObservedApp(  # type: ignore[method-assign]
+        FastPath(app.wsgi_app, inference), telemetry, access_log)
     logging.getLogger("softserve").info(
         "serving %s: %s", config.model_repository,
         ", ".join(f"{n} v{m.latest.version}" if m.latest else f"{n} (no valid version)"

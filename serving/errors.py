@@ -81,10 +81,16 @@ def json_response(
     return flask.Response(body, status=status, headers=headers, mimetype=JSON_CONTENT_TYPE)
 
 
+def error_body(message: str) -> bytes:
+    """The one error body: ``{"error": message}``."""
+    return orjson.dumps({"error": message})
+
+
 def _error_response(
     message: str, status: int, headers: list[tuple[str, str]] | None = None
 ) -> flask.Response:
-    return json_response({"error": message}, status, headers)
+    return flask.Response(error_body(message), status=status, headers=headers,
+                          mimetype=JSON_CONTENT_TYPE)
 
 
 def _http_exception_message(exc: HTTPException) -> str:

@@ -43,6 +43,7 @@ MODEL_KEY = "softserve.model"  # (name, version) once a route resolved the model
 INFERENCE_KEY = "softserve.inference"  # (rows, decode_s, infer_s, encode_s) after a success
 REQUEST_ID_KEY = "softserve.request_id"
 REQUEST_KEY = "softserve.request"  # the Flask request, to name the matched route
+ROUTE_KEY = "softserve.route"  # the route, when the fast path answered without Flask
 
 
 class _Histograms:
@@ -339,9 +340,11 @@ class ObservedApp:
             raise
         seconds = time.perf_counter() - started
         code = int(status_line[-1][:3]) if status_line else 500
-        request = environ.pop(REQUEST_KEY, None)  # and break the environ <-> request cycle
-        rule = getattr(request, "url_rule", None)
-        route = rule.rule if rule is not None else UNMATCHED
+        route = environ.get(ROUTE_KEY)
+        if route is None:
+            request = environ.pop(REQUEST_KEY, None)  # and break the environ <-> request cycle
+            rule = getattr(request, "url_rule", None)
+            route = rule.rule if rule is not None else UNMATCHED
         method = environ.get("REQUEST_METHOD", "")
         model = environ.get(MODEL_KEY)
         inference = environ.get(INFERENCE_KEY)

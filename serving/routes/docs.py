@@ -15,9 +15,7 @@ from flask import Blueprint, Response, request, send_file
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
-from serving.config import Config
 from serving.openapi import DOCS_ASSET_TYPES, openapi_document
-from serving.repository import ModelRepository
 
 # The Swagger UI files the page uses, and their source maps (requested by browser dev tools).
 _PACKAGE_ASSETS = (
@@ -80,8 +78,8 @@ _PAGE_CSP = (
 )
 
 
-def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
-    """The documentation routes; ``config`` and ``repository`` are unused.
+def blueprint() -> Blueprint:
+    """The documentation routes.
 
     Raises RuntimeError if swagger-ui-bundle's directory lacks one of the files the page uses.
     """

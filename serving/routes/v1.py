@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
-from serving.config import Config
 from serving.errors import json_response
 from serving.repository import ModelRepository
-from serving.routes import request_body, resolve
-from serving.routes.simple import predict_response
+from serving.routes.inference import Inference
 
 
-def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
+def blueprint(repository: ModelRepository, inference: Inference) -> Blueprint:
     bp = Blueprint("v1", __name__)
 
     @bp.get("/v1/models/<model:name>")
@@ -22,7 +20,7 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
 
     @bp.post("/v1/models/<model:name>:predict")
     def predict(name: str) -> Response:
-        return predict_response(resolve(repository, name), request_body(config.max_body_bytes),
-                                config.max_batch_rows)
+        body, headers = inference.predict(request.environ, name)
+        return Response(body, headers=headers)
 
     return bp

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 from flask import Blueprint, Response, request
 
 from modelrepo import PLATFORM
-from serving import codecs
-from serving.config import Config
 from serving.errors import ModelNotReady, json_response
 from serving.repository import ModelRepository
-from serving.routes import answer, request_body, resolve
+from serving.routes.inference import Inference
 
 
-def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
+def blueprint(repository: ModelRepository, inference: Inference) -> Blueprint:
     bp = Blueprint("v2", __name__)
 
     @bp.get("/v2/models/<model:name>")
@@ -40,21 +37,7 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
     @bp.post("/v2/models/<model:name>/infer")
     @bp.post("/v2/models/<model:name>/versions/<version>/infer")
     def infer(name: str, version: str | None = None) -> Response:
-        model = resolve(repository, name, version)
-        header_length = codecs.parse_header_length(
-            request.headers.get(codecs.HEADER_LENGTH_HEADER))
-        body = request_body(config.max_body_bytes)
-
-        def decode() -> tuple[np.ndarray, codecs.InferRequest]:
-            decoded = codecs.decode_infer(body, header_length, config.max_batch_rows)
-            return decoded.inputs, decoded
-
-        def encode(probabilities: np.ndarray, classes: np.ndarray,
-                   decoded: codecs.InferRequest) -> Response:
-            out, headers = codecs.encode_infer(model.name, model.version, decoded,
-                                               probabilities, classes, model.class_labels)
-            return Response(out, headers=headers)
-
-        return answer(model, decode, encode)
+        body, headers = inference.infer(request.environ, name, version)
+        return Response(body, headers=headers)
 
     return bp

@@ -1,0 +1,106 @@
+"""The three inference endpoints, written against the WSGI environ.
+
+``/predict``, ``/v1/models/<name>:predict`` and ``/v2/models/<name>[/versions/<v>]/infer``
+are the hot path. Their blueprints call these handlers, and so does ``serving.fastpath``,
+which dispatches POSTs to them without Flask's per-request machinery. One implementation:
+decode, call the model, encode — each stage timed for the statistics.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+from serving import codecs
+from serving.config import PREFIX, Config
+from serving.errors import BadRequest, ModelNotFound, PayloadTooLarge
+from serving.model import LoadedModel
+from serving.repository import ModelRepository
+from serving.telemetry import INFERENCE_KEY, MODEL_KEY
+
+# body, headers (Content-Type included)
+Answer = tuple[bytes, list[tuple[str, str]]]
+_JSON_HEADERS = [("Content-Type", codecs.JSON_CONTENT_TYPE)]
+_HEADER_LENGTH_ENVIRON = "HTTP_" + codecs.HEADER_LENGTH_HEADER.upper().replace("-", "_")
+
+
+def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
+    """The raw body, whatever the Content-Type (tritonclient sends none).
+
+    A declared Content-Length over the limit is refused before anything is read; a chunked
+    body is read up to the limit plus one byte. Raises PayloadTooLarge, BadRequest.
+    """
+    declared = environ.get("CONTENT_LENGTH")
+    stream = environ["wsgi.input"]
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise BadRequest(f"Content-Length {declared!r} is not a number") from None
+        if length > max_bytes:
+            raise PayloadTooLarge(f"request body of {length} bytes is over the limit of "
+                                  f"{max_bytes} ({PREFIX}MAX_BODY_BYTES)")
+        return stream.read(length) if length > 0 else b""
+    if environ.get("wsgi.input_terminated"):  # chunked: the server knows where it ends
+        body = stream.read(max_bytes + 1)
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"request body over the limit of {max_bytes} bytes "
+                                  f"({PREFIX}MAX_BODY_BYTES)")
+        return body
+    return b""
+
+
+class Inference:
+    def __init__(self, config: Config, repository: ModelRepository) -> None:
+        self.config = config
+        self.repository = repository
+
+    def _resolve(self, environ: dict[str, Any], name: str,
+                 version: str | None = None) -> LoadedModel:
+        model = self.repository.get(name, version)
+        environ[MODEL_KEY] = (model.name, model.version)  # for the access log and metrics
+        return model
+
+    def default_model_name(self) -> str:
+        """The model behind /predict. Raises ModelNotFound when there is none or no single one."""
+        if self.config.default_model:
+            return self.config.default_model
+        names = list(self.repository.models)
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise ModelNotFound(f"no model in the repository {self.config.model_repository}")
+        raise ModelNotFound(f"several models are served ({', '.join(names)}): set "
+                            f"{PREFIX}DEFAULT_MODEL to choose the one behind /predict, or use "
+                            "/v1/models/<name>:predict")
+
+    def predict(self, environ: dict[str, Any], name: str | None = None) -> Answer:
+        """Simple and V1: ``{"instances": [...]}``. Raises SoftserveError subclasses."""
+        model = self._resolve(environ, name or self.default_model_name())
+        body = read_body(environ, self.config.max_body_bytes)
+        started = perf_counter()
+        rows = codecs.decode_instances(body, model.feature_names, self.config.max_batch_rows)
+        decoded = perf_counter()
+        probabilities, classes = model.predict(rows)
+        predicted = perf_counter()
+        out = codecs.encode_predictions(model.name, model.version, probabilities, classes,
+                                        model.class_labels)
+        environ[INFERENCE_KEY] = (len(rows), decoded - started, predicted - decoded,
+                                  perf_counter() - predicted)
+        return out, _JSON_HEADERS
+
+    def infer(self, environ: dict[str, Any], name: str, version: str | None = None) -> Answer:
+        """V2 inference, JSON or binary. Raises SoftserveError subclasses."""
+        model = self._resolve(environ, name, version)
+        header_length = codecs.parse_header_length(environ.get(_HEADER_LENGTH_ENVIRON))
+        body = read_body(environ, self.config.max_body_bytes)
+        started = perf_counter()
+        request = codecs.decode_infer(body, header_length, self.config.max_batch_rows)
+        decoded = perf_counter()
+        probabilities, classes = model.predict(request.inputs)
+        predicted = perf_counter()
+        out, headers = codecs.encode_infer(model.name, model.version, request, probabilities,
+                                           classes, model.class_labels)
+        environ[INFERENCE_KEY] = (len(request.inputs), decoded - started, predicted - decoded,
+                                  perf_counter() - predicted)
+        return out, list(headers.items())
