@@ -45,7 +45,7 @@ class Config:
         unknown = set(overrides or {}) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown configuration keys: {sorted(unknown)}")
-        config = replace(cls(), **values, **dict(overrides or {}))
+        config = replace(cls(), **{**values, **dict(overrides or {})})
         config = replace(config, model_repository=Path(config.model_repository))
         config.check()
         return config

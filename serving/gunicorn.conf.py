@@ -24,6 +24,10 @@ keepalive = 5
 # gunicorn's own access log is off: softserve writes one JSON line per request itself.
 accesslog = None
 
+# onnxruntime (1.32, Linux) sends usage telemetry unless told not to; a model server must not
+# phone home (and with no network its lookups slowed every worker's shutdown by ~10 s).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 _metrics_dir = os.environ.get("SOFTSERVE_METRICS_DIR")
 _own_metrics_dir = not _metrics_dir
 if _own_metrics_dir:

@@ -10,6 +10,9 @@ import onnxruntime as ort
 
 from modelrepo import CLASS, INPUT_NAME, INPUTS, OUTPUTS, PROBABILITIES, BrokenVersion
 
+# No usage telemetry from a model server (also ORT_DISABLE_TELEMETRY=1 in gunicorn.conf.py).
+ort.disable_telemetry_events()
+
 _ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(int64)": "INT64",
               "tensor(int32)": "INT32"}
 

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from training.__main__ import main as train_main
+# Every process the tests start inherits this: no onnxruntime telemetry from test runs.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from training.__main__ import main as train_main  # noqa: E402
 
 
 def train(repository: Path, *args: str) -> int:

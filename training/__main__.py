@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
+    # onnxruntime (parity and promotion checks) sends usage telemetry unless told not to.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     say = lambda line: print(line, flush=True)  # noqa: E731
 
     # Heavy imports only once the arguments are known to be good: --help stays instant.
