@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import logging
 import os
 import threading
@@ -292,8 +293,35 @@ class Telemetry:
 # --- the middleware -------------------------------------------------------------------------
 
 
-def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+class _Clock:
+    """ISO 8601 UTC timestamps with milliseconds, formatting the date-time part once a second
+    (datetime.isoformat costs ~2 µs; a log line per request wants it cheaper)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
+
+
+class _RequestIds:
+    """Unique request ids: a random per-process prefix and a counter (uuid4 costs ~2 µs)."""
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._pid = -1
+        self._next = itertools.count(1).__next__  # thread-safe in CPython
+
+    def new(self) -> str:
+        if self._pid != os.getpid():  # a fresh prefix in every forked worker
+            self._pid, self._prefix = os.getpid(), uuid.uuid4().hex[:16]
+        return f"{self._prefix}{self._next():016x}"
 
 
 class ObservedApp:
@@ -308,12 +336,14 @@ class ObservedApp:
         self.app = app
         self.telemetry = telemetry
         self.access_log = access_log
+        self._clock = _Clock()
+        self._ids = _RequestIds()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
         request_id = environ.get("HTTP_X_REQUEST_ID", "")
         if not request_id or len(request_id) > 200 or not request_id.isprintable():
-            request_id = uuid.uuid4().hex
+            request_id = self._ids.new()
         environ[REQUEST_ID_KEY] = request_id
         status_line: list[str] = []
 
@@ -357,7 +387,7 @@ class ObservedApp:
             telemetry.request_finished(route, method if method in _METHODS else "other", code,
                                        seconds, request_bytes, response_bytes, model, inference)
         if self.access_log:
-            record = {"time": _now_iso(), "level": "INFO", "logger": "softserve.access",
+            record = {"time": self._clock.now(), "level": "INFO", "logger": "softserve.access",
                       "request_id": request_id, "method": method,
                       "path": environ.get("PATH_INFO", ""), "route": route,
                       "model": model[0] if model else None,

@@ -921,3 +921,34 @@ def test_tritonclient_parses_classification(binary: bool) -> None:
         ["0.500000:1:versicolor", "0.250000:0:setosa"],
     ]
     np.testing.assert_array_equal(result.as_numpy("class"), CLASSES)
+
+
+# ------------------------------------------------- the small-batch path agrees with the full one
+
+
+@pytest.mark.parametrize("data", [
+    [[1, 2, 3, 4], 5],               # rows and bare numbers mixed
+    [[1, 2, 3, 4], [5, 6, 7]],       # ragged
+    [[1, 2, 3, True]],               # a boolean
+    [[1, 2, 3, "4"]],                # a string
+    [[1, 2, 3, 1e39]],               # beyond float32
+])
+def test_small_batches_are_refused_like_large_ones(data) -> None:
+    body = orjson.dumps({"instances": data})
+    with pytest.raises(BadRequest):
+        decode_instances(body, NAMES, 100)
+    with pytest.raises(BadRequest):
+        decode_instances(orjson.dumps({"instances": data * 20}), NAMES, 100)
+    v2 = orjson.dumps({"inputs": [{"name": "input", "shape": [len(data), 4],
+                                   "datatype": "FP32", "data": data}]})
+    with pytest.raises(BadRequest):
+        decode_infer(v2, None, 100)
+
+
+def test_small_and_large_batches_decode_to_the_same_values() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(-1e3, 1e3, (40, 4)).tolist()
+    small = decode_instances(orjson.dumps({"instances": rows[:3]}), NAMES, 100)
+    large = decode_instances(orjson.dumps({"instances": rows}), NAMES, 100)
+    assert small.dtype == np.float32 and small.flags.c_contiguous and small.shape == (3, 4)
+    np.testing.assert_array_equal(small, large[:3])
