@@ -30,3 +30,15 @@ test: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+## load benchmark, not a test: real gunicorn + wrk; writes docs/benchmarks.md and docs/benchmarks.png
+## (BENCH_SECONDS per scenario, default 10; BENCH_ARGS for bench/run.py, see its --help)
+bench: install
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
+	  else \
+	    echo "make bench needs wrk, which is not on PATH: install it as root (apt-get install wrk)" >&2; \
+	    exit 1; \
+	  fi; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
