@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -13,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,33 @@ def repository(iris_repository: Path, tmp_path: Path) -> Path:
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = ROOT / "serving" / "gunicorn.conf.py"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def send(port: int, method: str, path: str, body: bytes | None = None,
+         headers: Mapping[str, str] | None = None) -> Reply:
+    """One request to 127.0.0.1 on a fresh connection; http.client adds no Content-Type."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        response = conn.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
+                     response.read())
+    finally:
+        conn.close()
 
 
 def free_port() -> int:

@@ -38,6 +38,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 TEST_OVERRIDE = ROOT / "docker" / "compose.test.yml"
@@ -160,12 +162,6 @@ def torch_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 # --- the stack -----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -293,7 +289,7 @@ def stack(torch_index: str, tmp_path_factory: pytest.TempPathFactory,
     data_dir = tmp_path_factory.mktemp("retrain-data")
     data_dir.chmod(0o755)  # the training image does not run as root
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOFTSERVE_", "COMPOSE_"))}
-    port = _free_port()
+    port = free_port()
     env.update(SOFTSERVE_HOST_IP="127.0.0.1", SOFTSERVE_PORT=str(port), SOFTSERVE_TAG=project,
                SOFTSERVE_DATA_DIR=str(data_dir), SOFTSERVE_TEST_TORCH_INDEX=torch_index,
                SOFTSERVE_WORKERS="2")

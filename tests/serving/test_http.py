@@ -13,7 +13,6 @@ only version, a small row limit) get their own short-lived server.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import re
 import shutil
@@ -32,7 +31,8 @@ import pytest
 from onnx import numpy_helper
 
 import modelrepo
-from tests.conftest import Server, start_server, train
+from tests.conftest import Reply, Server, start_server, train
+from tests.conftest import send as send_to
 from training.data import iris
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -47,32 +47,10 @@ CLEAR_MARGIN = 1e-5
 # --------------------------------------------------------------------------------- helpers
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]  # names lower-cased
-    body: bytes
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "")
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 def send(url: str, method: str, path: str, body: bytes | None = None,
          headers: Mapping[str, str] | None = None) -> Reply:
-    """One request on a fresh connection. http.client adds no Content-Type of its own."""
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        conn.request(method, path, body=body, headers=dict(headers or {}))
-        response = conn.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
-                     response.read())
-    finally:
-        conn.close()
+    """One request to the server at ``url`` on a fresh connection."""
+    return send_to(urlsplit(url).port, method, path, body, headers)
 
 
 def post_json(url: str, path: str, doc: Any, headers: Mapping[str, str] | None = None) -> Reply:

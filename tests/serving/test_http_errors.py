@@ -8,12 +8,10 @@ body declared too large is refused from its headers alone, without the server re
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import socket
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import Server, start_server
+from tests.conftest import Reply, Server, send, start_server
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INFER = "/v2/models/iris/infer"
@@ -32,26 +30,6 @@ BODY_LIMIT = 65536
 
 
 # --------------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-def send(port: int, method: str, path: str, body: bytes | None = None,
-         headers: Mapping[str, str] | None = None) -> Reply:
-    """One request on a fresh connection; http.client adds no Content-Type of its own."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request(method, path, body=body, headers=dict(headers or {}))
-        response = conn.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
-                     response.read())
-    finally:
-        conn.close()
 
 
 def error_message(reply: Reply) -> str:
