@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SOFTSERVE_MODEL_REPOSITORY ?= ./artifacts
 export SOFTSERVE_MODEL_REPOSITORY
 
-.PHONY: install run train serve test bench clean
+.PHONY: install run train serve test lint bench fuzz soak lock clean
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,11 @@ serve: install
 
 run: train serve
 
-test: install
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache
@@ -42,3 +45,20 @@ bench: install
 	    exit 1; \
 	  fi; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## the fuzzers only, larger budgets: SOFTSERVE_FUZZ_EXAMPLES examples per generator (default 300)
+SOFTSERVE_FUZZ_EXAMPLES ?= 300
+fuzz: install
+	SOFTSERVE_FUZZ_EXAMPLES=$(SOFTSERVE_FUZZ_EXAMPLES) $(BIN)/python -m pytest \
+	  tests/reliability/test_fuzz_openapi.py tests/reliability/test_fuzz_v2.py \
+	  tests/reliability/test_fuzz_csv.py $(PYTEST_ARGS)
+
+## soak, not a test: 10 min at 80% of the measured maximum rate, a version published and rolled
+## back every minute; writes docs/reliability.md (SOAK_ARGS for soak/run.py, see its --help)
+soak: install
+	$(BIN)/python soak/run.py $(SOAK_ARGS)
+
+## re-pin requirements/serve.lock (base + serve dependencies, with hashes) from pyproject.toml
+lock: install
+	$(BIN)/pip-compile --quiet --extra serve --generate-hashes --no-emit-index-url \
+	  --no-emit-find-links --strip-extras --output-file requirements/serve.lock pyproject.toml

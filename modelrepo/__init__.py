@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
 RETIRED_PREFIX = "retired-"
 PLATFORM = "onnxruntime_onnx"
+MAX_MODEL_BYTES = 2 << 30  # protobuf's own limit for one ONNX file
+MAX_METADATA_BYTES = 64 << 20
 DEFAULT_REPOSITORY = "./artifacts"
 REPOSITORY_ENV = "SOFTSERVE_MODEL_REPOSITORY"
 
@@ -209,29 +212,53 @@ def check_metadata(metadata: Any, path: Path, version: int | None = None) -> dic
     return metadata
 
 
+def _read_regular_file(version_dir: Path, name: str, limit: int) -> bytes:
+    """A version file's bytes, refusing anything but a regular file of at most ``limit`` bytes.
+
+    Opened non-blocking and checked with fstat before reading: a FIFO would block a reader
+    forever and /dev/zero would never end. Raises BrokenVersion.
+    """
+    try:
+        fd = os.open(version_dir / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise BrokenVersion(version_dir, f"{name} is missing") from None
+    except OSError as exc:
+        raise BrokenVersion(version_dir, f"{name} is unreadable: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BrokenVersion(version_dir, f"{name} is not a regular file")
+        if st.st_size > limit:
+            raise BrokenVersion(version_dir, f"{name} is {st.st_size} bytes, over {limit}")
+        chunks = []
+        remaining = st.st_size
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise BrokenVersion(version_dir, f"{name} is unreadable: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 def read_version(version_dir: Path) -> tuple[dict[str, Any], bytes]:
     """Read and verify one version: metadata checked, model bytes matching their sha256.
 
-    Raises BrokenVersion with the reason if any file is missing, unreadable or inconsistent.
+    Raises BrokenVersion with the reason if any file is missing, unreadable, not a regular
+    file, too large or inconsistent.
     """
     version = parse_version(version_dir.name)
-    try:
-        raw = (version_dir / METADATA_FILE).read_bytes()
-    except FileNotFoundError:
-        raise BrokenVersion(version_dir, f"{METADATA_FILE} is missing") from None
-    except OSError as exc:
-        raise BrokenVersion(version_dir, f"{METADATA_FILE} is unreadable: {exc.strerror}") from None
+    raw = _read_regular_file(version_dir, METADATA_FILE, MAX_METADATA_BYTES)
     try:
         metadata = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BrokenVersion(version_dir, f"{METADATA_FILE} is not valid JSON: {exc}") from None
     check_metadata(metadata, version_dir, version)
-    try:
-        model_bytes = (version_dir / MODEL_FILE).read_bytes()
-    except FileNotFoundError:
-        raise BrokenVersion(version_dir, f"{MODEL_FILE} is missing") from None
-    except OSError as exc:
-        raise BrokenVersion(version_dir, f"{MODEL_FILE} is unreadable: {exc.strerror}") from None
+    model_bytes = _read_regular_file(version_dir, MODEL_FILE, MAX_MODEL_BYTES)
     actual = hashlib.sha256(model_bytes).hexdigest()
     if actual != metadata["model"]["sha256"]:
         raise BrokenVersion(
@@ -277,7 +304,11 @@ def clean_stale_temporaries(model_dir: Path) -> list[str]:
         pid_text = name[len(TMP_PREFIX) :].split("-", 1)[0]
         if pid_text.isdigit() and _pid_alive(int(pid_text)):
             continue
-        shutil.rmtree(model_dir / name, ignore_errors=True)
+        path = model_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         removed.append(name)
     return removed
 

@@ -53,6 +53,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.request_class = _Request
     app.url_map.converters["model"] = ModelNameConverter
+    # No 308 redirects for '//' in a path: they are built from the client's Host header.
+    app.url_map.merge_slashes = False
     # Werkzeug refuses a larger body (413) from its Content-Length, without reading it, and
     # stops a chunked one at the limit.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

@@ -168,7 +168,13 @@ class ModelRepository:
 
     def _scan_model(self, name: str) -> ModelState:
         model_dir = self.root / name
-        on_disk = modelrepo.version_dirs(model_dir)
+        try:
+            on_disk = modelrepo.version_dirs(model_dir)
+        except OSError as exc:
+            # An unreadable model directory: keep serving what this worker has, boot with none.
+            log.warning("cannot list model %s: %s; keeping what is loaded", name, exc,
+                        extra={"model": name, "reason": str(exc)})
+            return self._models.get(name) or ModelState(name, {}, {}, ())
         loaded: dict[int, LoadedModel] = {}
         broken: dict[int, str] = {}
         for number in sorted(on_disk, reverse=True):
@@ -178,7 +184,8 @@ class ModelRepository:
             key = (name, number)
             fp = _fingerprint(path)
             cached = self._cache.loaded.get(key)
-            if cached and cached[0] == fp:
+            if cached and (cached[0] == fp or fp is None):
+                # Unchanged — or unreadable just now: a loaded version stays, it was verified.
                 loaded[number] = cached[1]
                 continue
             seen = self._cache.broken.get(key)

@@ -32,22 +32,31 @@ def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
     """
     declared = environ.get("CONTENT_LENGTH")
     stream = environ["wsgi.input"]
-    if declared:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise BadRequest(f"Content-Length {declared!r} is not a number") from None
-        if length > max_bytes:
-            raise PayloadTooLarge(f"request body of {length} bytes is over the limit of "
-                                  f"{max_bytes} ({PREFIX}MAX_BODY_BYTES)")
-        return stream.read(length) if length > 0 else b""
-    if environ.get("wsgi.input_terminated"):  # chunked: the server knows where it ends
-        body = stream.read(max_bytes + 1)
-        if len(body) > max_bytes:
-            raise PayloadTooLarge(f"request body over the limit of {max_bytes} bytes "
-                                  f"({PREFIX}MAX_BODY_BYTES)")
-        return body
-    return b""
+    try:
+        if declared:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise BadRequest(f"Content-Length {declared!r} is not a number") from None
+            if length > max_bytes:
+                raise PayloadTooLarge(f"request body of {length} bytes is over the limit of "
+                                      f"{max_bytes} ({PREFIX}MAX_BODY_BYTES)")
+            body = stream.read(length) if length > 0 else b""
+            if len(body) != length:
+                raise BadRequest(f"request body ended after {len(body)} of the {length} bytes "
+                                 "its Content-Length declares")
+            return body
+        if environ.get("wsgi.input_terminated"):  # chunked: the server knows where it ends
+            body = stream.read(max_bytes + 1)
+            if len(body) > max_bytes:
+                raise PayloadTooLarge(f"request body over the limit of {max_bytes} bytes "
+                                      f"({PREFIX}MAX_BODY_BYTES)")
+            return body
+        return b""
+    except (BadRequest, PayloadTooLarge):
+        raise
+    except Exception as exc:  # gunicorn's own parse errors for a malformed chunked body
+        raise BadRequest(f"the request body is malformed: {exc}") from None
 
 
 class Inference:
