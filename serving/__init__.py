@@ -16,8 +16,8 @@ from serving.config import Config
 from serving.errors import register_error_handlers
 from serving.fastpath import FastPath
 from serving.repository import ModelRepository
-from serving.routes.inference import Inference
 from serving.routes import ModelNameConverter, docs, metrics, ops, simple, v1, v2
+from serving.routes.inference import Inference
 from serving.telemetry import REQUEST_KEY, JsonFormatter, ObservedApp, Telemetry
 
 __version__ = "0.1.0"
@@ -55,8 +55,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["model"] = ModelNameConverter
     # No 308 redirects for '//' in a path: they are built from the client's Host header.
     app.url_map.merge_slashes = False
-    # Werkzeug refuses a larger body (413) from its Content-Length, without reading it, and
-    # stops a chunked one at the limit.
+    # The inference handlers enforce the body limit themselves (routes/inference.read_body);
+    # this holds it for anything else that would read a body through werkzeug.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     telemetry = Telemetry(config.metrics_flush_seconds) if config.metrics else None
     repository = ModelRepository(config.model_repository, config.keep_versions, telemetry)
@@ -64,7 +64,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     repository.watch(config.poll_seconds)
     if telemetry is not None:
         telemetry.start()
-    app.extensions["softserve"] = repository
+    app.extensions["softserve"] = repository  # for in-process tools (bench/micro.py)
     register_error_handlers(app)
     inference = Inference(config, repository)
     app.register_blueprint(ops.blueprint(config, repository))

@@ -95,8 +95,7 @@ class ModelRepository:
             if not models:
                 return False, f"no model in the repository {self.root}"
             return False, "no model has a valid version: " + "; ".join(
-                f"{m.name}: " + (", ".join(f"version {v}: {r}" for v, r in sorted(m.broken.items()))
-                                 or "no versions") for m in models.values())
+                f"{m.name}: {self._broken_text(m)}" for m in models.values())
         return True, "ready"
 
     def state(self, name: str) -> ModelState:
