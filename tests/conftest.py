@@ -13,9 +13,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,7 @@ def repository(iris_repository: Path, tmp_path: Path) -> Path:
 # --- a real gunicorn on a free localhost port ------------------------------------------------
 
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = ROOT / "serving" / "gunicorn.conf.py"
 
@@ -79,6 +80,18 @@ def send(port: int, method: str, path: str, body: bytes | None = None,
                      response.read())
     finally:
         conn.close()
+
+
+def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """``check()``'s value once it stops raising AssertionError; its last error after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(interval)
 
 
 def free_port() -> int:

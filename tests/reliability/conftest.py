@@ -23,14 +23,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from tests.conftest import ROOT, Server, start_server
+from tests.conftest import ROOT, Server, start_server, wait_until  # noqa: F401 (re-exported)
 
 HOOKS = Path(__file__).resolve().parent / "hooks"
 FUZZ_ENV = "SOFTSERVE_FUZZ_EXAMPLES"
@@ -78,18 +78,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 # --- waiting ------------------------------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
-    """``check()``'s value once it stops raising AssertionError; its last error after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(interval)
 
 
 # --- HTTP ---------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import struct
-import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, start_server
+from tests.conftest import Server, start_server, wait_until
 
 ROW = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
 V2 = json.dumps({"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32",
@@ -68,17 +67,6 @@ def observed(iris_repository: Path, tmp_path_factory: pytest.TempPathFactory):
                           ready_path="/v2/health/ready")
     yield server, metrics_dir
     server.stop()
-
-
-def wait_until(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_metrics_and_statistics_count_every_api_across_workers(observed) -> None:
