@@ -263,6 +263,15 @@ BAD_INSTANCES: list[tuple[str, bytes, type[SoftserveError], int, list[str]]] = [
 ]
 
 
+def assert_refused(exc: SoftserveError, error: type[SoftserveError], status: int,
+                   fragments: list[str]) -> None:
+    """Exactly ``error``, with ``status``, and a message that says every fragment."""
+    assert type(exc) is error
+    assert exc.status_code == status
+    for fragment in fragments:
+        assert fragment in exc.message
+
+
 @pytest.mark.parametrize(
     ("body", "error", "status", "fragments"),
     [case[1:] for case in BAD_INSTANCES],
@@ -273,10 +282,7 @@ def test_bad_instances(
 ) -> None:
     with pytest.raises(error) as info:
         decode_instances(body, NAMES, MAX_ROWS)
-    assert type(info.value) is error
-    assert info.value.status_code == status
-    for fragment in fragments:
-        assert fragment in info.value.message
+    assert_refused(info.value, error, status, fragments)
 
 
 # ---------------------------------------------------------------------------- decode_infer
@@ -650,10 +656,7 @@ def test_bad_infer(
 ) -> None:
     with pytest.raises(error) as info:
         decode_infer(body, header_length, MAX_ROWS)
-    assert type(info.value) is error
-    assert info.value.status_code == status
-    for fragment in fragments:
-        assert fragment in info.value.message
+    assert_refused(info.value, error, status, fragments)
 
 
 @pytest.mark.parametrize(
