@@ -135,17 +135,24 @@ def start_server(repository: Path, log_dir: Path, *, workers: int = 2,
             [python, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "serving:create_app()"],
             cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", port, process, log_path)
+    # One worker answering is not all of them: wait for every worker's start-up line too
+    # (create_app logs it at INFO once its first repository scan is done).
+    booted = int(full_env["SOFTSERVE_WORKERS"]) if full_env.get(
+        "SOFTSERVE_LOG_LEVEL", "INFO").upper() in ("INFO", "DEBUG") else 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
         try:
             with urllib.request.urlopen(server.url + ready_path, timeout=1):
-                return server
+                if server.log().count('"message":"serving ') >= booted:
+                    return server
         except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"gunicorn not answering {ready_path} within {timeout} s:\n{server.log()}")
+    raise RuntimeError(f"gunicorn not answering {ready_path} with {booted} workers booted "
+                       f"within {timeout} s:\n{server.log()}")
 
 
 @pytest.fixture(scope="session")
