@@ -223,45 +223,44 @@ class Telemetry:
 
     # --- reading --------------------------------------------------------------------------------
 
-    def _collect(self) -> Iterable[Any]:
+    def _registry(self) -> CollectorRegistry:
+        """Every worker's metrics (this worker's pending figures flushed first)."""
         self.flush()
-        if self.multiprocess_dir:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiprocess_dir)
-            return registry.collect()
-        return self.registry.collect()
+        if not self.multiprocess_dir:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return registry
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every worker's metrics."""
-        self.flush()
-        if self.multiprocess_dir:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiprocess_dir)
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        return generate_latest(self._registry())
 
-    @staticmethod
-    def model_stats_zero(name: str, version: str) -> list[dict[str, Any]]:
-        """A statistics entry for a version that has not answered yet."""
-        return [{"name": name, "version": version, "last_inference": 0,
-                 "inference_count": 0, "execution_count": 0,
-                 "inference_stats": {k: {"count": 0, "ns": 0} for k in (
-                     "success", "fail", "queue", "compute_input", "compute_infer",
-                     "compute_output", "cache_hit", "cache_miss")},
-                 "batch_stats": []}]
+    def model_stats(self, wanted: Callable[[str, str], bool],
+                    listed: Iterable[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+        """Triton's statistics extension, summed over workers, for the (model, version) wanted.
 
-    def model_stats(self, wanted: Callable[[str, str], bool]) -> list[dict[str, Any]]:
-        """Triton's statistics extension, summed over workers, for the (model, version) wanted."""
+        The versions in ``listed`` appear even without traffic (zeros), as Triton lists every
+        loaded version. Sorted by model name, then version number.
+        """
         stats: dict[tuple[str, str], dict[str, Any]] = {}
 
         def entry(name: str, version: str) -> dict[str, Any]:
             if (name, version) not in stats:
-                stats[(name, version)] = self.model_stats_zero(name, version)[0]
+                stats[(name, version)] = {
+                    "name": name, "version": version, "last_inference": 0,
+                    "inference_count": 0, "execution_count": 0,
+                    "inference_stats": {k: {"count": 0, "ns": 0} for k in (
+                        "success", "fail", "queue", "compute_input", "compute_infer",
+                        "compute_output", "cache_hit", "cache_miss")},
+                    "batch_stats": []}
             return stats[(name, version)]
 
+        for name, version in listed:
+            entry(name, version)
         stage_key = {"decode": "compute_input", "infer": "compute_infer",
                      "encode": "compute_output"}
-        for metric in self._collect():
+        for metric in self._registry().collect():
             for s in metric.samples:
                 name, version = s.labels.get("model"), s.labels.get("version")
                 if name is None or version is None or not name or not wanted(name, version):
@@ -287,7 +286,7 @@ class Telemetry:
                 elif s.name == "softserve_last_inference_timestamp_seconds":
                     e = entry(name, version)
                     e["last_inference"] = max(e["last_inference"], int(s.value * 1000))
-        return [stats[k] for k in sorted(stats)]
+        return [stats[k] for k in sorted(stats, key=lambda k: (k[0], int(k[1])))]
 
 
 # --- the middleware -------------------------------------------------------------------------

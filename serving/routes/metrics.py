@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from modelrepo import parse_version
 from serving.config import PREFIX, Config
 from serving.errors import ModelNotFound, SoftserveError, json_response
 from serving.repository import ModelRepository
@@ -30,23 +31,18 @@ def blueprint(config: Config, repository: ModelRepository,
     @bp.get("/v2/models/<model:name>/versions/<version>/stats")
     def stats(name: str | None = None, version: str | None = None) -> Response:
         recorder = enabled()
+        listed = [(n, v) for n, state in repository.models.items() for v in state.versions]
         if name is not None:
             state = repository.state(name)  # 404 for an unknown model
-            if version is not None and version not in {str(v) for v in state.on_disk} | \
-                    {str(v) for v in state.loaded}:
-                raise ModelNotFound(f"model {name!r} has no version {version!r}")
-        found = recorder.model_stats(
-            lambda n, v: (name is None or n == name) and (version is None or v == version))
-        # Loaded versions without traffic yet are listed with zeros, as Triton does.
-        listed = {(s["name"], s["version"]) for s in found}
-        for model_name, state in repository.models.items():
-            for v in state.versions:
-                if (model_name, v) not in listed and (name is None or model_name == name) \
-                        and (version is None or v == version):
-                    found += recorder.model_stats_zero(model_name, v)
-        if version is not None and not found:
-            found = recorder.model_stats_zero(name or "", version)
-        found.sort(key=lambda s: (s["name"], int(s["version"])))
-        return json_response({"model_stats": found})
+            if version is not None:
+                if parse_version(version) not in {*state.on_disk, *state.loaded}:
+                    raise ModelNotFound(f"model {name!r} has no version {version!r}")
+                listed.append((name, version))
+
+        def wanted(n: str, v: str) -> bool:
+            return (name is None or n == name) and (version is None or v == version)
+
+        return json_response({"model_stats": recorder.model_stats(
+            wanted, [key for key in listed if wanted(*key)])})
 
     return bp
