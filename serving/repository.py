@@ -7,6 +7,7 @@ already holds a :class:`LoadedModel` finishes on it, while the next request sees
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -50,11 +51,12 @@ class ModelState:
     broken: dict[int, str]  # version -> reason it is refused
     on_disk: tuple[int, ...]  # every integer version directory, loaded or not
 
-    @property
+    # A state is built once per scan and read by every request: work these out once.
+    @functools.cached_property
     def latest(self) -> LoadedModel | None:
         return self.loaded[max(self.loaded)] if self.loaded else None
 
-    @property
+    @functools.cached_property
     def versions(self) -> list[str]:
         return [str(v) for v in sorted(self.loaded)]
 
