@@ -342,6 +342,16 @@ def audited(iris_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     stop_checked(server)
 
 
+@pytest.fixture(scope="module")
+def same_workers_and_clean_log(audited: Audited) -> Iterator[None]:
+    """For a module's tests: no worker of the audited server crashed or was restarted, and its
+    log holds no traceback or 5xx. Use with ``pytest.mark.usefixtures``."""
+    before = worker_pids(audited.server)
+    yield
+    assert worker_pids(audited.server) == before, "a worker crashed or was restarted"
+    assert not log_problems(audited.server), log_problems(audited.server)[:5]
+
+
 # --- Prometheus text ----------------------------------------------------------------------------
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from serving.codecs import HEADER_LENGTH_HEADER, V2_DATATYPES
 from tests.reliability.conftest import (Audited, assert_json_error, budget, count_case,
-                                        http_request, log_problems, raw_exchange, worker_pids)
+                                        http_request, raw_exchange)
 
 EXAMPLES = budget(60)
 ACCEPTED = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}
@@ -194,12 +194,8 @@ def check_success(body: bytes, headers: dict[str, str]) -> None:
     assert len(body) == len(header) + binary, (len(body), len(header), binary)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def same_workers_and_clean_log(audited: Audited) -> Any:
-    before = worker_pids(audited.server)
-    yield
-    assert worker_pids(audited.server) == before, "a worker crashed or was restarted"
-    assert not log_problems(audited.server), log_problems(audited.server)[:5]
+# No worker crashed or restarted, and the log holds no traceback or 5xx, across the module.
+pytestmark = pytest.mark.usefixtures("same_workers_and_clean_log")
 
 
 def test_v2_inference_bodies(audited: Audited) -> None:

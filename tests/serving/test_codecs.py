@@ -331,15 +331,17 @@ def test_infer_integer_limits_accepted() -> None:
     np.testing.assert_array_equal(decoded.inputs, np.array([data], dtype=np.float32))
 
 
+# Every input datatype the server accepts, with values that convert exactly to float32.
+ACCEPTED_INPUTS = [
+    ("FP32", X),
+    ("FP64", X.astype(np.float64)),
+    ("INT32", X_INT.astype(np.int32)),
+    ("INT64", X_INT.astype(np.int64)),
+]
+
+
 @pytest.mark.parametrize(
-    ("datatype", "values"),
-    [
-        ("FP32", X),
-        ("FP64", X.astype(np.float64)),
-        ("INT32", X_INT.astype(np.int32)),
-        ("INT64", X_INT.astype(np.int64)),
-    ],
-)
+    ("datatype", "values"), ACCEPTED_INPUTS)
 @pytest.mark.parametrize("padding", [0, 1, 3], ids=["aligned?", "offset+1", "offset+3"])
 def test_infer_binary_inputs(datatype: str, values: np.ndarray, padding: int) -> None:
     # Padding the JSON header moves the binary data to any alignment.
@@ -832,14 +834,7 @@ def triton_input(values: np.ndarray, datatype: str, binary: bool) -> triton.Infe
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 @pytest.mark.parametrize(
-    ("datatype", "values"),
-    [
-        ("FP32", X),
-        ("FP64", X.astype(np.float64)),
-        ("INT32", X_INT.astype(np.int32)),
-        ("INT64", X_INT.astype(np.int64)),
-    ],
-)
+    ("datatype", "values"), ACCEPTED_INPUTS)
 def test_tritonclient_request_decodes(datatype: str, values: np.ndarray, binary: bool) -> None:
     outputs = [
         triton.InferRequestedOutput("probabilities", binary_data=True, class_count=2),
