@@ -31,6 +31,9 @@ class Config:
     metrics: bool = True  # Prometheus /metrics and V2 statistics
     metrics_flush_seconds: float = 1.0  # how stale another worker's figures may be
     access_log: bool = True  # one JSON line per request on stdout (at log level INFO or lower)
+    # softserve's gunicorn worker: how long a client may take to send a request once it has
+    # begun, and may stall while taking its answer
+    request_timeout: float = 10.0
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,
@@ -60,6 +63,8 @@ class Config:
         if self.metrics_flush_seconds <= 0:
             raise ConfigError(f"{PREFIX}METRICS_FLUSH_SECONDS must be > 0, not "
                               f"{self.metrics_flush_seconds}")
+        if not self.request_timeout > 0:
+            raise ConfigError(f"{PREFIX}REQUEST_TIMEOUT must be > 0, not {self.request_timeout}")
         if self.keep_versions < 1:
             raise ConfigError(f"{PREFIX}KEEP_VERSIONS must be >= 1, not {self.keep_versions}")
         if not isinstance(logging.getLevelName(self.log_level.upper()), int):

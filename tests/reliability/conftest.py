@@ -38,11 +38,12 @@ ROW = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
 V2_ROW = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
                                  "data": [5.1, 3.5, 1.4, 0.2]}]}).encode()
 
-# The worker classes every load and fault test runs under: today's sync workers, and gthread
-# (keep-alive, threads), which serving/gunicorn.conf.py may switch to.
+# The worker classes every load and fault test runs under: softserve's own (the default in
+# serving/gunicorn.conf.py: one event loop, keep-alive, whole requests only), and gunicorn's sync
+# worker, which a user can still pick with --worker-class.
 WORKER_CLASSES: dict[str, dict[str, str]] = {
-    "sync": {},
-    "gthread": {"GUNICORN_CMD_ARGS": "--worker-class gthread --threads 4"},
+    "softserve": {},
+    "sync": {"GUNICORN_CMD_ARGS": "--worker-class sync"},
 }
 
 T = TypeVar("T")
@@ -241,7 +242,7 @@ def log_problems(server: Server, since: int = 0) -> list[str]:
     return [line for line in text.splitlines() if bad.search(line)]
 
 
-def start(repository: Path, log_dir: Path, *, worker_class: str = "sync", workers: int = 2,
+def start(repository: Path, log_dir: Path, *, worker_class: str = "softserve", workers: int = 2,
           env: Mapping[str, str] | None = None, hooks: bool = False,
           drop_dac: bool = False, ready_path: str = "/v2/health/ready",
           timeout: float = 60) -> Server:
@@ -249,9 +250,10 @@ def start(repository: Path, log_dir: Path, *, worker_class: str = "sync", worker
     without the capabilities that let root read what file permissions forbid (so that a
     ``chmod 000`` repository is really unreadable to the server)."""
     full_env = {**WORKER_CLASSES[worker_class], **(env or {})}
-    if "GUNICORN_CMD_ARGS" in (env or {}) and worker_class != "sync":
-        full_env["GUNICORN_CMD_ARGS"] = (WORKER_CLASSES[worker_class]["GUNICORN_CMD_ARGS"] + " "
-                                         + env["GUNICORN_CMD_ARGS"])  # type: ignore[index]
+    args = [WORKER_CLASSES[worker_class].get("GUNICORN_CMD_ARGS"),
+            (env or {}).get("GUNICORN_CMD_ARGS")]
+    if all(args):
+        full_env["GUNICORN_CMD_ARGS"] = " ".join(args)  # type: ignore[arg-type]
     if hooks:
         full_env["PYTHONPATH"] = os.pathsep.join(
             [str(HOOKS), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])

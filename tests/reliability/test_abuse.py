@@ -7,11 +7,17 @@ What bounds what (serving/gunicorn.conf.py and the SOFTSERVE_* defaults):
   byte at worst, for a body made of empty lists).
 - orjson's nesting limit (1024 levels) and ``SOFTSERVE_MAX_BATCH_ROWS`` (100000): deep nesting
   and huge row counts are 400/413 answers, not crashes.
-- gunicorn's ``timeout`` (30 s; 5 s in these tests): a sync worker stuck on a stalled client is
-  killed and replaced by the master. That bounds each stalled connection, but as many stalled
-  connections as workers stop everyone else until then: only a buffering reverse proxy in front
-  protects other clients (docs/reliability.md). gthread workers are never timed out this way.
-- gunicorn's request-line (4094 bytes) and header limits answer 414/431/400 themselves.
+- softserve's worker (serving/worker.py, the default) reads every connection without blocking
+  and runs the app only on whole requests: slow and stalled clients hold nothing but their own
+  buffer. ``SOFTSERVE_REQUEST_TIMEOUT`` (10 s; 2 s in these tests) bounds how long a begun
+  request may take to arrive (then 408) and how long a client may stall taking its answer;
+  gunicorn's ``keepalive`` (5 s) closes idle connections; buffers of unfinished requests are
+  capped at 4 x SOFTSERVE_MAX_BODY_BYTES per worker (then 503).
+- gunicorn's ``timeout`` (30 s; 5 s in these tests) is all that bounds a stalled client with
+  ``--worker-class sync``: the master kills the stuck worker, and as many stalled connections as
+  workers stop everyone else until then.
+- gunicorn's request-line (4094 bytes) and header limits answer 414/431/400 (JSON with
+  softserve's worker, HTML with sync).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Server
-from tests.reliability.conftest import (ROW, V2_ROW, WORKER_CLASSES, assert_json_error, call,
+from tests.reliability.conftest import (ROW, V2_ROW, WORKER_CLASSES, RawResponse,
+                                        assert_json_error, call, parse_response,
                                         http_request, log_problems, log_size, proc_status,
                                         raw_exchange, start, wait_for_workers, wait_until,
                                         worker_pids)
@@ -87,7 +94,7 @@ def test_deep_nesting_is_refused_without_cost(server: Server) -> None:
     assert all(after[pid] - before[pid] < 64 * 1024 for pid in workers), (before, after)
 
 
-@pytest.mark.parametrize("server", ["sync"], indirect=True)  # the parsing is the same in gthread
+@pytest.mark.parametrize("server", ["softserve"], indirect=True)  # the parsing is the same in sync
 def test_huge_numbers_of_tiny_rows_stay_within_the_body_limit(server: Server) -> None:
     """The worst bodies per byte: millions of empty lists/objects, values past the row limit.
 
@@ -185,7 +192,7 @@ def test_malformed_chunked_bodies_are_client_errors(server: Server) -> None:
 
 
 def _slow_sender(port: int, stop: threading.Event, sent: list[int], body_size: int = 10_000) -> str:
-    """Send headers, then one body byte at a time until told to stop; what the server did."""
+    """Send headers, then one body byte every 0.2 s until told to stop; what the server did."""
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
         sock.sendall(http_request("POST", "/predict", b"").replace(
             b"Content-Length: 0", b"Content-Length: %d" % body_size))
@@ -198,16 +205,23 @@ def _slow_sender(port: int, stop: threading.Event, sent: list[int], body_size: i
             return f"closed by the server ({type(exc).__name__})"
 
 
-def test_slow_clients_hold_one_worker_each_not_the_server(server: Server) -> None:
-    """Slow bodies occupy a worker (sync) or a thread (gthread) each: as long as no worker has
-    all of its slots taken, every other client is served while the slow ones are still sending.
+def _served_meanwhile(server: Server, n: int = 20) -> list[float]:
+    """``n`` requests on new connections: each one's latency; all must be 200."""
+    latencies = []
+    for _ in range(n):
+        started = time.monotonic()
+        status, body, _ = call(server.url + "/predict", ROW, timeout=60)
+        latencies.append(time.monotonic() - started)
+        assert status == 200, body
+    return latencies
 
-    (A gthread worker whose threads are all busy still accepts connections and queues them
-    behind the slow ones, so with gthread the bound is the threads of one worker, not of all.)
-    """
-    slots = 2 if server.worker_class == "sync" else 4  # type: ignore[attr-defined]
+
+@pytest.mark.parametrize("server", ["sync"], indirect=True)
+def test_sync_slow_clients_hold_one_worker_each(server: Server) -> None:
+    """With --worker-class sync a slow body occupies a whole worker: as long as one worker is
+    free, every other client is served while the slow ones are still sending."""
     stop = threading.Event()
-    counters = [[0] for _ in range(slots - 1)]
+    counters = [[0]]
     results: list[str] = []
     threads = [threading.Thread(
         target=lambda c=c: results.append(_slow_sender(server.port, stop, c)))
@@ -215,27 +229,154 @@ def test_slow_clients_hold_one_worker_each_not_the_server(server: Server) -> Non
     for t in threads:
         t.start()
     try:
-        def sending() -> None:
-            assert all(c[0] >= 3 for c in counters), counters
-
-        wait_until(sending, timeout=60)
-        for _ in range(20):
-            status, body, _ = call(server.url + "/predict", ROW, timeout=60)
-            assert status == 200, body
+        wait_until(lambda: all(c[0] >= 3 for c in counters), timeout=60)
+        _served_meanwhile(server)
         assert not results, f"a slow client finished before the others were served: {results}"
     finally:
         stop.set()
         for t in threads:
             t.join(60)
-    assert results == ["held open"] * len(counters), results
+    assert results == ["held open"], results
 
 
-def test_stalled_clients_are_cut_by_the_worker_timeout(iris_repository: Path,
-                                                       tmp_path: Path) -> None:
-    """As many stalled connections as sync workers (one idle, one mid-body, i.e. a lying
-    Content-Length): everyone else waits until gunicorn's timeout kills those workers, then is
-    served. The default timeout is 30 s; 5 s here."""
-    server = start(iris_repository, tmp_path, env={"GUNICORN_CMD_ARGS": "--timeout 5"})
+def test_slow_and_stalled_clients_hold_nothing(iris_repository: Path, tmp_path: Path) -> None:
+    """softserve's worker: 40 clients trickling or stalling mid-request — 20 per worker, far
+    more than the workers — do not slow anyone else down; each gets a JSON 408 once
+    SOFTSERVE_REQUEST_TIMEOUT (2 s here) has passed since its first byte, and the connection
+    closes. Nobody is killed: the workers are the same ones throughout."""
+    server = start(iris_repository, tmp_path, env={"SOFTSERVE_REQUEST_TIMEOUT": "2"})
+    try:
+        workers = wait_for_workers(server, 2)
+        answers: list[bytes] = []
+        socks = []
+        for i in range(40):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            # Half declare a body and send part of it (a lying Content-Length), half stop
+            # inside the headers.
+            request = http_request("POST", "/predict", ROW)
+            sock.sendall(request.replace(b"Content-Length: %d" % len(ROW),
+                                         b"Content-Length: %d" % (len(ROW) + 100))
+                         if i % 2 else request[:30])
+            socks.append(sock)
+        started = time.monotonic()
+        latencies = _served_meanwhile(server, 40)
+        served_in = time.monotonic() - started
+        for sock in socks:
+            with sock:
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+                answers.append(b"".join(chunks))
+        cut_after = time.monotonic() - started
+        print(f"\n40 requests served in {served_in:.2f} s (slowest {max(latencies) * 1000:.0f} ms) "
+              f"beside 40 stalled clients, which were answered 408 and closed within "
+              f"{cut_after:.1f} s")
+        assert max(latencies) < 2, "someone waited behind the stalled clients"
+        for answer in answers:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert b"Content-Type: application/json" in head
+            assert "within 2 s" in json.loads(body)["error"]
+        assert cut_after < 10
+        assert worker_pids(server) == workers
+        assert "WORKER TIMEOUT" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_a_trickled_request_within_the_timeout_is_served(iris_repository: Path,
+                                                         tmp_path: Path) -> None:
+    """Slow is allowed, stalled is not: a request trickled byte by byte over ~1 s is answered
+    normally, and the others are served meanwhile."""
+    server = start(iris_repository, tmp_path, workers=1, env={"SOFTSERVE_REQUEST_TIMEOUT": "5"})
+    try:
+        request = http_request("POST", "/predict", ROW)
+        result: list[RawResponse] = []
+
+        def trickle() -> None:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+                for i in range(len(request)):
+                    sock.sendall(request[i:i + 1])
+                    time.sleep(1 / len(request))
+                result.append(parse_response(sock.recv(65536)))
+
+        t = threading.Thread(target=trickle)
+        t.start()
+        _served_meanwhile(server, 10)
+        t.join(30)
+        assert result and result[0].status == 200, result
+    finally:
+        server.stop()
+
+
+def test_a_client_that_does_not_read_its_answer_holds_nothing(iris_repository: Path,
+                                                              tmp_path: Path) -> None:
+    """Pipelined requests for big answers that the client never reads: the worker (only one
+    here) keeps serving others, and closes that connection once it has stalled for
+    SOFTSERVE_REQUEST_TIMEOUT."""
+    server = start(iris_repository, tmp_path, workers=1, env={"SOFTSERVE_REQUEST_TIMEOUT": "2"})
+    try:
+        rows = [[5.1, 3.5, 1.4, 0.2]] * 50_000
+        big = json.dumps({"instances": rows}).encode()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        one = http_request("POST", "/predict", big).replace(b"Connection: close\r\n", b"")
+        sock.sendall(one * 4)  # about 8 MB of answers that nobody reads
+        latencies = _served_meanwhile(server, 10)
+        assert max(latencies) < 2, latencies
+
+        def closed() -> None:
+            assert "stalled taking its answer" in server.log()
+
+        wait_until(closed, timeout=30)
+        # The server gave up on it: reading now ends before four whole answers.
+        received = 0
+        sock.settimeout(10)
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except OSError:
+            pass
+        sock.close()
+        assert received < 4 * 2_000_000, received
+        assert worker_pids(server) and "WORKER TIMEOUT" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_unfinished_requests_are_capped_per_worker(iris_repository: Path,
+                                                   tmp_path: Path) -> None:
+    """Memory held for bodies still arriving is capped at 4 x SOFTSERVE_MAX_BODY_BYTES per
+    worker: past it, a request gets a JSON 503 and its connection closes."""
+    limit = 100_000
+    server = start(iris_repository, tmp_path, workers=1,
+                   env={"SOFTSERVE_MAX_BODY_BYTES": str(limit)})
+    try:
+        head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                % (limit - 1000))
+        socks = []
+        for _ in range(4):  # 4 x 90 kB buffered: within the cap
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sock.sendall(head + b" " * 90_000)
+            socks.append(sock)
+        time.sleep(0.5)
+        over = raw_exchange(server.port, head + b" " * 90_000, half_close=False, timeout=10)
+        assert over.status == 503, over
+        assert_json_error(over.status, over.body, over.headers)
+        assert call(server.url + "/predict", ROW)[0] == 200  # small requests still pass
+        for sock in socks:
+            sock.close()
+    finally:
+        server.stop()
+
+
+def test_sync_stalled_clients_are_cut_by_the_worker_timeout(iris_repository: Path,
+                                                            tmp_path: Path) -> None:
+    """--worker-class sync: as many stalled connections as workers (one idle, one mid-body, i.e.
+    a lying Content-Length) make everyone else wait until gunicorn's timeout kills those
+    workers. The default timeout is 30 s; 5 s here. (softserve's worker: the test above.)"""
+    server = start(iris_repository, tmp_path, worker_class="sync",
+                   env={"GUNICORN_CMD_ARGS": "--timeout 5"})
     try:
         workers = wait_for_workers(server, 2)
         idle = socket.create_connection(("127.0.0.1", server.port), timeout=120)
@@ -253,13 +394,14 @@ def test_stalled_clients_are_cut_by_the_worker_timeout(iris_repository: Path,
                 answer = repr(exc).encode()
             assert not answer.startswith(b"HTTP/1.1 200"), answer
             sock.close()
+
         def timed_out() -> None:
             assert server.log().count("WORKER TIMEOUT") >= 2
 
         wait_until(timed_out, timeout=60)
         replaced = wait_for_workers(server, 2)
         assert set(replaced) != set(workers)
-        print(f"\nanother client waited {waited:.1f} s behind 2 stalled connections "
+        print(f"\nsync: another client waited {waited:.1f} s behind 2 stalled connections "
               f"(--timeout 5); the stalled workers were replaced")
         for _ in range(10):
             assert call(server.url + "/predict", ROW)[0] == 200

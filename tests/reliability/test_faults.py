@@ -78,7 +78,7 @@ def test_worker_sigkilled_under_load(worker_class: str, iris_repository: Path,
               f"kill: {sorted({o.error or str(o.status) for o in failed})}")
         assert all(o.status is None for o in failed), "an HTTP error, not a lost connection"
         assert all(o.started < dead_at for o in failed), "a request after the kill failed"
-        # sync: the victim held one request; gthread: at most one per client connection.
+        # sync: the victim held one request; softserve: at most one per kept-alive connection.
         assert len(failed) <= (1 if worker_class == "sync" else clients), failed
         successes = len(outcomes) - len(failed)
 

@@ -113,6 +113,11 @@ def test_sigterm_under_load_drops_no_accepted_request(worker_class: str, iris_re
     assert not answered_otherwise, [(a.status, a.error) for a in answered_otherwise][:5]
     assert not dropped, [(a.port, a.error) for a in dropped][:10]
     assert not other, [(a.port, a.error) for a in other][:10]
+    if worker_class == "softserve":
+        # Its workers take the backlog and close their listeners in one go (serving/worker.py):
+        # later connections are refused, not reset. Only a connection completing its handshake
+        # in the microseconds between the last accept and close can still be reset.
+        assert len(backlog) <= 2, [(a.port, a.error) for a in backlog][:10]
     # Every failure came after the signal: nothing was lost while the server was up.
     assert all(a.connected_at is None or a.connected_at > signalled_at - 1e-3 or
                a.port not in accepted for a in lost)

@@ -1,0 +1,540 @@
+"""softserve's gunicorn worker: one event loop per process, keep-alive, whole requests only.
+
+gunicorn's ``sync`` worker closes the connection after every response, and a client that trickles
+its request holds the worker until the master kills it (``timeout``). ``gthread`` keeps
+connections alive, but hands a connection to a thread at its first byte, where a slow client
+holds the thread for as long as it keeps trickling, and its threads fight over the GIL.
+
+``BufferingWorker`` reads every connection in one ``selectors`` loop, without blocking, until a
+*whole* request is buffered (headers, then the body by ``Content-Length`` or chunked framing), and
+only then runs the application, in the loop's own thread. So:
+
+- a client can hold nothing but its own buffer: a request that is not complete
+  ``SOFTSERVE_REQUEST_TIMEOUT`` seconds after its first byte gets a 408 and is closed, and every
+  other client is served meanwhile;
+- connections are kept alive (gunicorn's ``keepalive`` seconds idle; ``worker_connections`` at
+  most per worker), and there are no threads to hand requests to or to contend for the GIL;
+- answers are collected in memory (softserve's are built whole anyway) and written without
+  blocking: a client that stops reading its answer holds only its own buffer, for at most
+  ``SOFTSERVE_REQUEST_TIMEOUT`` without progress;
+- bytes held for unfinished requests are capped per worker (4 x ``SOFTSERVE_MAX_BODY_BYTES``);
+  past it a new request is answered 503;
+- malformed HTTP is answered with a JSON error, like everything else.
+
+HTTP parsing, the WSGI environ and the response framing are gunicorn's own (``RequestParser``,
+``wsgi.create``, ``Response``), fed from the buffer. Not supported: TLS (terminate it in a proxy)
+and HTTP/2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import sys
+import time
+from datetime import datetime
+
+import orjson
+from gunicorn import http
+from gunicorn.http import wsgi
+from gunicorn.http.errors import (
+    ExpectationFailed,
+    LimitRequestHeaders,
+    LimitRequestLine,
+    NoMoreData,
+    UnsupportedTransferCoding,
+)
+from gunicorn.workers import base
+
+from .config import Config, ConfigError
+
+HEADER_LIMIT = 64 * 1024  # bytes before the blank line that ends a request's headers
+RECV_BYTES = 256 * 1024
+STOP_LINGER = 2.0  # a stopping worker keeps idle connections this long for requests in flight
+SWEEP_SECONDS = 0.25  # how often deadlines are checked
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+
+class _Output:
+    """The socket that gunicorn's ``Response`` writes to: it collects the bytes instead."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.chunks.append(bytes(data))
+
+    def send(self, data: bytes) -> int:
+        # Only ``wsgi.create`` calls this, for "100 Continue": the loop sent it already, when the
+        # headers arrived without the body.
+        return len(data)
+
+
+class _Conn:
+    __slots__ = ("sock", "addr", "server", "buf", "deadline", "started", "out", "close_after",
+                 "continued")
+
+    def __init__(self, sock: socket.socket, addr, server) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.server = server
+        self.buf = bytearray()
+        self.deadline = 0.0
+        self.started = False  # bytes of the next request have arrived
+        self.out: memoryview | None = None  # answer bytes not yet sent
+        self.close_after = False
+        self.continued = False  # "100 Continue" sent for the request being read
+
+
+class BadFraming(Exception):
+    """A request whose end cannot be found: answered with this status, then closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    """The value of a header in ``head`` (lower-cased, starting at the request line), or None.
+    Raises BadFraming if it appears twice."""
+    key = b"\r\n" + name + b":"
+    at = head.find(key)
+    if at < 0:
+        return None
+    if head.find(key, at + 1) >= 0:
+        raise BadFraming(400, f"more than one {name.decode()} header")
+    end = head.find(b"\r\n", at + len(key))
+    return head[at + len(key): end if end >= 0 else len(head)].strip()
+
+
+def request_end(buf: bytearray, max_body: int) -> tuple[int, bool] | None:
+    """Where the first request in ``buf`` ends, as ``(end, body_missing)``; None while it is
+    incomplete; ``(-1, False)`` while it is incomplete and its client waits for "100 Continue".
+    ``body_missing`` is true when the body is larger than ``max_body``: the request is handed
+    over with its headers only, for the application to refuse, and the connection closes after
+    the answer. Raises BadFraming."""
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        if len(buf) > HEADER_LIMIT:
+            raise BadFraming(431, f"request headers larger than {HEADER_LIMIT} bytes")
+        return None
+    if head_end > HEADER_LIMIT:
+        raise BadFraming(431, f"request headers larger than {HEADER_LIMIT} bytes")
+    body_start = head_end + 4
+    head = bytes(buf[:head_end]).lower()
+    expects = b"\r\nexpect:" in head and b"100-continue" in (_header(head, b"expect") or b"")
+    coding = _header(head, b"transfer-encoding")
+    length = _header(head, b"content-length")
+    if coding is not None and length is not None:
+        raise BadFraming(400, "both Content-Length and Transfer-Encoding")
+    if coding is not None:
+        if coding != b"chunked":
+            # gunicorn's parser answers it (501, or 400 for chunked with something else).
+            return len(buf), True
+        return _chunked_end(buf, body_start, max_body, expects)
+    if length is None:
+        return body_start, False
+    if not length.isdigit():
+        raise BadFraming(400, "Content-Length is not a number")
+    size = int(length)
+    if size > max_body:
+        return body_start, True
+    if len(buf) < body_start + size:
+        return (-1, False) if expects else None
+    return body_start + size, False
+
+
+def _chunked_end(buf: bytearray, pos: int, max_body: int,
+                 expects: bool) -> tuple[int, bool] | None:
+    total = 0
+    while True:
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            if len(buf) - pos > 1024:
+                raise BadFraming(400, "chunk size line too long")
+            return (-1, False) if expects else None
+        size_text = bytes(buf[pos:line_end]).split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise BadFraming(400, "invalid chunk size") from None
+        if size < 0:
+            raise BadFraming(400, "invalid chunk size")
+        total += size
+        if total > max_body:
+            raise BadFraming(413, f"request body larger than {max_body} bytes")
+        if size == 0:
+            if buf[line_end + 2: line_end + 4] == b"\r\n":
+                return line_end + 4, False
+            trailer_end = buf.find(b"\r\n\r\n", line_end + 2)
+            if trailer_end < 0:
+                if len(buf) - line_end > HEADER_LIMIT:
+                    raise BadFraming(431, "chunked trailers too large")
+                return None
+            return trailer_end + 4, False
+        pos = line_end + 2 + size + 2
+        if len(buf) < pos:
+            return (-1, False) if expects else None
+
+
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
+            414: "URI Too Long", 417: "Expectation Failed", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A complete HTTP/1.1 answer with softserve's JSON error body; the connection closes."""
+    body = orjson.dumps({"error": message})
+    return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode("latin-1") + body
+
+
+def _parse_error_status(exc: Exception) -> int:
+    if isinstance(exc, LimitRequestLine):
+        return 414
+    if isinstance(exc, LimitRequestHeaders):
+        return 431
+    if isinstance(exc, UnsupportedTransferCoding):
+        return 501
+    if isinstance(exc, ExpectationFailed):
+        return 417
+    return 400
+
+
+class BufferingWorker(base.Worker):
+    """See the module docstring."""
+
+    @classmethod
+    def check_config(cls, cfg, log) -> None:
+        if cfg.is_ssl:
+            raise RuntimeError("softserve's worker does not terminate TLS: put a proxy in front")
+
+    def init_process(self) -> None:
+        try:
+            settings = Config.load()
+        except ConfigError as exc:
+            self.log.error("%s", exc)
+            sys.exit(1)
+        self.request_timeout = settings.request_timeout
+        self.max_body = settings.max_body_bytes
+        self.buffer_budget = 4 * settings.max_body_bytes
+        self.buffered = 0  # bytes held in buffers of unfinished requests, summed over connections
+        self.conns: dict[int, _Conn] = {}
+        self.selector = selectors.DefaultSelector()
+        self.accepting = False
+        super().init_process()
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        self.selector.register(self.PIPE[0], _READ, None)
+        self._set_accepting(True)
+        next_sweep = next_notify = 0.0
+        while self.alive:
+            now = time.monotonic()
+            if now >= next_notify:
+                self.notify()
+                next_notify = now + 1.0
+                if not self.is_parent_alive():
+                    break
+            self._set_accepting(len(self.conns) < self.cfg.worker_connections)
+            self._dispatch(self.selector.select(SWEEP_SECONDS))
+            now = time.monotonic()
+            if now >= next_sweep:
+                self._sweep(now)
+                next_sweep = now + SWEEP_SECONDS
+        self._stop()
+
+    def _stop(self) -> None:
+        """Graceful: finish what is being read or written; answer everything with
+        "Connection: close". For STOP_LINGER seconds at most (until 50 ms pass without an event,
+        on a quiet server), idle connections stay open for a request already on its way and new
+        connections are still taken. Then the worker takes what is left in the listen backlog
+        and closes its listener at once: connections still queued when the last process closes
+        it would be reset by the kernel, while later ones are refused cleanly."""
+        now = time.monotonic()
+        linger_until = now + STOP_LINGER
+        give_up = now + self.cfg.graceful_timeout
+        for conn in self.conns.values():
+            if not conn.started and conn.out is None:
+                conn.deadline = min(conn.deadline, linger_until)
+        listening, quiet = True, False
+        while (now := time.monotonic()) < give_up:
+            self.notify()
+            if listening and (quiet or now >= linger_until):
+                self._close_listeners()
+                listening = False
+            if not listening and not self.conns:
+                break
+            if listening:
+                self._set_accepting(len(self.conns) < self.cfg.worker_connections)
+            events = self.selector.select(SWEEP_SECONDS if self.conns else 0.05)
+            quiet = not events and not self.conns
+            self._dispatch(events)
+            self._sweep(time.monotonic())
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        self.selector.close()
+
+    def _close_listeners(self) -> None:
+        self._set_accepting(False)
+        for listener in self.sockets:
+            listener.setblocking(False)
+            while self._accept(listener):
+                pass
+            listener.close()
+
+    def is_parent_alive(self) -> bool:
+        if self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            return False
+        return True
+
+    def _set_accepting(self, on: bool) -> None:
+        if on == self.accepting:
+            return
+        for listener in self.sockets:
+            if on:
+                listener.setblocking(False)
+                self.selector.register(listener, _READ, listener)
+            else:
+                self.selector.unregister(listener)
+        self.accepting = on
+
+    def _dispatch(self, events) -> None:
+        for key, mask in events:
+            data = key.data
+            if data is None:  # the signal pipe
+                try:
+                    os.read(self.PIPE[0], 512)
+                except BlockingIOError:
+                    pass
+            elif isinstance(data, _Conn):
+                if mask & _WRITE:
+                    self._write(data)
+                else:
+                    self._read(data)
+            elif self.accepting:
+                self._accept(data)
+
+    def _sweep(self, now: float) -> None:
+        for conn in [c for c in self.conns.values() if c.deadline <= now]:
+            if conn.out is not None:
+                self.log.info("closing connection from %s: stalled taking its answer for %g s",
+                              conn.addr, self.request_timeout)
+                self._close(conn)
+            elif conn.started:
+                self._answer_and_close(conn, 408, f"request not received in full within "
+                                                  f"{self.request_timeout:g} s")
+            else:
+                self._close(conn)
+
+    # ----------------------------------------------------------------------- connections
+
+    def _accept(self, listener: socket.socket) -> bool:
+        """Take one connection, if there is one. One per event: a worker busy with a request is
+        not in select(), so the others take the next connections, and kept-alive connections
+        spread over the workers."""
+        try:
+            sock, addr = listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return False
+            raise
+        sock.setblocking(False)
+        conn = _Conn(sock, addr, listener.getsockname())
+        conn.deadline = time.monotonic() + self._idle_seconds()
+        self.conns[sock.fileno()] = conn
+        self.selector.register(sock, _READ, conn)
+        return True
+
+    def _idle_seconds(self) -> float:
+        return self.cfg.keepalive if self.alive and self.cfg.keepalive else min(
+            STOP_LINGER, self.request_timeout)
+
+    def _close(self, conn: _Conn) -> None:
+        if self.conns.pop(conn.sock.fileno(), None) is None:
+            return
+        self.buffered -= len(conn.buf)
+        try:
+            self.selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:  # the client is done sending; it may still be reading
+            if conn.buf and conn.out is None:
+                self._answer_and_close(conn, 400, "the connection ended inside a request")
+            else:
+                self._close(conn)
+            return
+        if not conn.started:
+            conn.started = True
+            conn.deadline = time.monotonic() + self.request_timeout
+        if self.buffered + len(data) > self.buffer_budget and len(conn.buf) + len(data) > 65536:
+            self._answer_and_close(conn, 503, "the server is holding too many unfinished "
+                                              "requests; retry later")
+            return
+        conn.buf += data
+        self.buffered += len(data)
+        self._serve_buffered(conn)
+
+    def _serve_buffered(self, conn: _Conn) -> None:
+        """Answer the request(s) complete in ``conn.buf``, until an answer cannot be written at
+        once or the next request is incomplete."""
+        while conn.buf and conn.out is None:
+            try:
+                found = request_end(conn.buf, self.max_body)
+            except BadFraming as exc:
+                self._answer_and_close(conn, exc.status, str(exc))
+                return
+            if found is None:
+                return
+            end, body_missing = found
+            if end < 0:  # the headers are in, the body is not, and the client waits for 100
+                if not conn.continued:
+                    conn.continued = True
+                    self._send_now(conn, CONTINUE)
+                return
+            raw = bytes(conn.buf[:end])
+            del conn.buf[:end]
+            self.buffered -= end
+            if body_missing:
+                conn.close_after = True
+                self.buffered -= len(conn.buf)
+                conn.buf.clear()
+            conn.continued = False
+            answer = self._handle(conn, raw)
+            conn.started = bool(conn.buf)
+            if not self._send(conn, answer):
+                return
+
+    def _after_answer(self, conn: _Conn) -> bool:
+        """An answer is out: close, or wait for the next request. False if closed."""
+        if conn.close_after:
+            self._close(conn)
+            return False
+        conn.deadline = time.monotonic() + (self.request_timeout if conn.buf
+                                            else self._idle_seconds())
+        return True
+
+    def _send_now(self, conn: _Conn, data: bytes) -> None:
+        try:
+            conn.sock.send(data)
+        except OSError:
+            pass
+
+    def _answer_and_close(self, conn: _Conn, status: int, message: str) -> None:
+        self.log.info("closing connection from %s: %d %s", conn.addr, status, message)
+        conn.close_after = True
+        self.buffered -= len(conn.buf)
+        conn.buf.clear()
+        self._send(conn, error_response(status, message))
+
+    def _send(self, conn: _Conn, answer: bytes) -> bool:
+        """Write ``answer``; what the socket does not take now waits for it to be writable.
+        True if all of it went and the connection stays open for the next request."""
+        try:
+            sent = conn.sock.send(answer) if answer else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return False
+        if sent < len(answer):
+            conn.out = memoryview(answer)[sent:]
+            conn.deadline = time.monotonic() + self.request_timeout
+            self.selector.modify(conn.sock, _WRITE, conn)
+            return False
+        return self._after_answer(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        out = conn.out
+        assert out is not None
+        try:
+            sent = conn.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if sent < len(out):
+            conn.out = out[sent:]
+            conn.deadline = time.monotonic() + self.request_timeout
+            return
+        conn.out = None
+        self.selector.modify(conn.sock, _READ, conn)
+        if self._after_answer(conn):
+            self._serve_buffered(conn)
+
+    # ----------------------------------------------------------------------- one request
+
+    def _handle(self, conn: _Conn, raw: bytes) -> bytes:
+        """Run the application on one complete request; the whole answer, as bytes."""
+        req = resp = None
+        environ: dict = {}
+        try:
+            parser = http.get_parser(self.cfg, iter((raw,)), conn.addr)
+            req = next(parser)
+            self.cfg.pre_request(self, req)
+            started = datetime.now() if self.cfg.accesslog else None
+            output = _Output()
+            resp, environ = wsgi.create(req, output, conn.addr, conn.server, self.cfg)
+            self.nr += 1
+            if self.nr >= self.max_requests and self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            if conn.close_after or not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                for item in respiter:
+                    resp.write(item)
+                resp.close()
+            finally:
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if started is not None:
+                self.log.access(resp, req, environ, datetime.now() - started)
+            if resp.should_close():
+                conn.close_after = True
+            return b"".join(output.chunks)
+        except (StopIteration, NoMoreData):
+            conn.close_after = True
+            status, message = 400, "incomplete request"
+        except Exception as exc:
+            conn.close_after = True
+            if req is None:  # gunicorn's parser refused the request
+                status, message = _parse_error_status(exc), str(exc) or type(exc).__name__
+            elif resp is not None and resp.headers_sent:
+                self.log.exception("Error handling request")
+                return b""
+            else:
+                self.log.exception("Error handling request")
+                status, message = 500, "internal error"
+        finally:
+            if req is not None:
+                try:
+                    self.cfg.post_request(self, req, environ, resp)
+                except Exception:
+                    self.log.exception("Exception in post_request hook")
+        return error_response(status, message)
