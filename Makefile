@@ -34,8 +34,10 @@ lint: install
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-## load benchmark, not a test: real gunicorn + wrk; writes docs/benchmarks.md and docs/benchmarks.png
-## (BENCH_SECONDS per scenario, default 10; BENCH_ARGS for bench/run.py, see its --help)
+## load benchmark, not a test: real gunicorn + wrk, against a no-op app on the same gunicorn command
+## and a FastAPI + uvicorn baseline (the bench extra, installed here); writes docs/benchmarks.md
+## and docs/benchmarks.png (BENCH_SECONDS per scenario, default 10; BENCH_ARGS for bench/run.py,
+## see its --help)
 bench: install
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -44,6 +46,7 @@ bench: install
 	    echo "make bench needs wrk, which is not on PATH: install it as root (apt-get install wrk)" >&2; \
 	    exit 1; \
 	  fi; }
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 ## the fuzzers only, larger budgets: SOFTSERVE_FUZZ_EXAMPLES examples per generator (default 300)

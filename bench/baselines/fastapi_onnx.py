@@ -3,9 +3,11 @@
 Written the way such a service usually is — pydantic request models, a module-level
 onnxruntime session, dicts returned for FastAPI to serialize — with the same endpoints and
 bodies as softserve's (``/predict`` and V2 JSON ``/v2/models/<name>/infer``), so ``make bench``
-can send both servers identical requests. Run with 2 workers:
+can send both servers identical requests. ``make bench`` installs it (the ``bench`` extra:
+fastapi, uvicorn[standard]) and runs it, from the repository root, as
 
-    BASELINE_MODEL=artifacts/iris/1 uvicorn bench.baselines.fastapi_onnx:app --workers 2 --port 8081
+    BASELINE_MODEL=<repository>/iris/<version> uvicorn bench.baselines.fastapi_onnx:app \
+        --host 127.0.0.1 --port <free port> --workers 2 --log-level warning
 """
 
 from __future__ import annotations
