@@ -60,6 +60,10 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
 
+def _nothing() -> None:
+    pass
+
+
 class _Output:
     """The socket that gunicorn's ``Response`` writes to: it collects the bytes instead."""
 
@@ -237,6 +241,9 @@ class BufferingWorker(base.Worker):
     def run(self) -> None:
         self.selector.register(self.PIPE[0], _READ, None)
         self._set_accepting(True)
+        # softserve's app can hold its access-log lines until the loop is about to wait.
+        buffer_log = getattr(self.wsgi, "buffer_access_log", None)
+        self.flush_log = buffer_log() if buffer_log is not None else _nothing
         next_sweep = next_notify = 0.0
         while self.alive:
             now = time.monotonic()
@@ -246,6 +253,7 @@ class BufferingWorker(base.Worker):
                 if not self.is_parent_alive():
                     break
             self._set_accepting(len(self.conns) < self.cfg.worker_connections)
+            self.flush_log()
             self._dispatch(self.selector.select(SWEEP_SECONDS))
             now = time.monotonic()
             if now >= next_sweep:
@@ -276,6 +284,7 @@ class BufferingWorker(base.Worker):
                 break
             if listening:
                 self._set_accepting(len(self.conns) < self.cfg.worker_connections)
+            self.flush_log()
             events = self.selector.select(SWEEP_SECONDS if self.conns else 0.05)
             quiet = not events and not self.conns
             self._dispatch(events)
@@ -283,6 +292,7 @@ class BufferingWorker(base.Worker):
         for conn in list(self.conns.values()):
             self._close(conn)
         self.selector.close()
+        self.flush_log()
 
     def _close_listeners(self) -> None:
         self._set_accepting(False)

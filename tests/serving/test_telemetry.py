@@ -193,3 +193,25 @@ def test_metrics_off_and_quiet_logs(iris_repository: Path, tmp_path: Path) -> No
         server.stop()
     assert "softserve.access" not in server.log()
     assert '"level":"INFO"' not in server.log()
+
+
+def test_buffered_access_log_waits_for_the_flush_and_loses_nothing(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """softserve's worker asks ObservedApp to hold access-log lines until it is about to wait
+    for events: nothing is written before the flush, every line after it, whole."""
+    from serving.telemetry import ObservedApp
+
+    def app(environ: dict, start_response) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    observed = ObservedApp(app, None, access_log=True)
+    flush = observed.buffer_access_log()
+    for i in range(100):  # ~30 kB of lines: several writes of at most 4096 bytes
+        observed({"REQUEST_METHOD": "GET", "PATH_INFO": f"/x/{i}"}, lambda *a: None)
+    assert capfd.readouterr().out == ""
+    flush()
+    lines = capfd.readouterr().out.splitlines()
+    assert [json.loads(line)["path"] for line in lines] == [f"/x/{i}" for i in range(100)]
+    flush()
+    assert capfd.readouterr().out == ""
