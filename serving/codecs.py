@@ -763,7 +763,7 @@ def encode_infer(
     header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return header, {"Content-Type": JSON_CONTENT_TYPE}
-    return header + b"".join(chunks), {
+    return b"".join([header, *chunks]), {
         "Content-Type": BINARY_CONTENT_TYPE,
         HEADER_LENGTH_HEADER: str(len(header)),
     }

@@ -29,6 +29,7 @@ and HTTP/2.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import selectors
 import socket
@@ -425,7 +426,15 @@ class BufferingWorker(base.Worker):
                     conn.continued = True
                     self._send_now(conn, CONTINUE)
                 return
-            raw = bytes(conn.buf[:end])
+            # The head goes to gunicorn's parser; a Content-Length body straight to wsgi.input
+            # (one copy, and BytesIO.read() of all of it returns the same bytes object).
+            body_start = conn.buf.find(b"\r\n\r\n", 0, end) + 4
+            with memoryview(conn.buf) as view:
+                if body_start == end or b"\r\ntransfer-encoding:" in bytes(
+                        view[:body_start]).lower():
+                    raw, body = bytes(view[:end]), None
+                else:
+                    raw, body = bytes(view[:body_start]), bytes(view[body_start:end])
             del conn.buf[:end]
             self.buffered -= end
             if body_missing:
@@ -433,7 +442,7 @@ class BufferingWorker(base.Worker):
                 self.buffered -= len(conn.buf)
                 conn.buf.clear()
             conn.continued = False
-            answer = self._handle(conn, raw)
+            answer = self._handle(conn, raw, body)
             conn.started = bool(conn.buf)
             if not self._send(conn, answer):
                 return
@@ -498,8 +507,9 @@ class BufferingWorker(base.Worker):
 
     # ----------------------------------------------------------------------- one request
 
-    def _handle(self, conn: _Conn, raw: bytes) -> bytes:
-        """Run the application on one complete request; the whole answer, as bytes."""
+    def _handle(self, conn: _Conn, raw: bytes, body: bytes | None) -> bytes:
+        """Run the application on one complete request (``raw``, or its head and ``body``); the
+        whole answer, as bytes."""
         req = resp = None
         environ: dict = {}
         try:
@@ -509,6 +519,8 @@ class BufferingWorker(base.Worker):
             started = datetime.now() if self.cfg.accesslog else None
             output = _Output()
             resp, environ = wsgi.create(req, output, conn.addr, conn.server, self.cfg)
+            if body is not None:
+                environ["wsgi.input"] = io.BytesIO(body)
             self.nr += 1
             if self.nr >= self.max_requests and self.alive:
                 self.log.info("Autorestarting worker after current request.")
