@@ -9,7 +9,7 @@ What it does:
 1. trains an iris model into a temporary repository (or copies ``--repository``), never touching
    ./artifacts;
 2. starts ``gunicorn -c serving/gunicorn.conf.py "serving:create_app()"`` on a free 127.0.0.1 port
-   (2 sync workers by default, the access log off: ten minutes of it would fill the disk);
+   (2 workers of the default class, the access log off: ten minutes of it would fill the disk);
 3. measures the maximum rate: ``--concurrency`` closed-loop clients, each sending the next
    request as soon as the last is answered, for ``--measure-seconds``;
 4. sends ``--rate-fraction`` (80%) of that rate, paced (open loop: requests leave on schedule
