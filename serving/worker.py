@@ -84,7 +84,7 @@ class _Output:
 
 class _Conn:
     __slots__ = ("sock", "addr", "server", "buf", "deadline", "started", "out", "close_after",
-                 "continued")
+                 "continued", "progress")
 
     def __init__(self, sock: socket.socket, addr, server) -> None:
         self.sock = sock
@@ -96,6 +96,7 @@ class _Conn:
         self.out: memoryview | None = None  # answer bytes not yet sent
         self.close_after = False
         self.continued = False  # "100 Continue" sent for the request being read
+        self.progress = [0, 0]  # where the scan of a chunked body being read stopped
 
 
 class BadFraming(Exception):
@@ -119,12 +120,15 @@ def _header(head: bytes, name: bytes) -> bytes | None:
     return head[at + len(key): end if end >= 0 else len(head)].strip()
 
 
-def request_end(buf: bytearray, max_body: int) -> tuple[int, bool] | None:
+def request_end(buf: bytearray, max_body: int,
+                progress: list[int] | None = None) -> tuple[int, bool] | None:
     """Where the first request in ``buf`` ends, as ``(end, body_missing)``; None while it is
     incomplete; ``(-1, False)`` while it is incomplete and its client waits for "100 Continue".
     ``body_missing`` is true when the body is larger than ``max_body``: the request is handed
     over with its headers only, for the application to refuse, and the connection closes after
-    the answer. Raises BadFraming."""
+    the answer. The framing is gunicorn's, as strict: where this says a request ends is where
+    gunicorn's parser says so too. ``progress`` (``[0, 0]`` for a new request) lets the scan of a
+    chunked body resume where the last call stopped. Raises BadFraming."""
     head_end = buf.find(b"\r\n\r\n")
     if head_end < 0:
         if len(buf) > HEADER_LIMIT:
@@ -134,16 +138,20 @@ def request_end(buf: bytearray, max_body: int) -> tuple[int, bool] | None:
         raise BadFraming(431, f"request headers larger than {HEADER_LIMIT} bytes")
     body_start = head_end + 4
     head = bytes(buf[:head_end]).lower()
-    expects = b"\r\nexpect:" in head and b"100-continue" in (_header(head, b"expect") or b"")
+    line_end = head.find(b"\r\n")
+    http_1_0 = (head[:line_end] if line_end >= 0 else head).endswith(b" http/1.0")
+    # RFC 9110 15.2: no 1xx answers to an HTTP/1.0 client.
+    expects = (not http_1_0 and b"\r\nexpect:" in head
+               and b"100-continue" in (_header(head, b"expect") or b""))
     coding = _header(head, b"transfer-encoding")
     length = _header(head, b"content-length")
     if coding is not None and length is not None:
         raise BadFraming(400, "both Content-Length and Transfer-Encoding")
     if coding is not None:
-        if coding != b"chunked":
-            # gunicorn's parser answers it (501, or 400 for chunked with something else).
+        if coding.rsplit(b",", 1)[-1].strip() != b"chunked":
+            # gunicorn's parser refuses it (400, or 501); the connection closes after.
             return len(buf), True
-        return _chunked_end(buf, body_start, max_body, expects)
+        return _chunked_end(buf, body_start, max_body, expects, progress)
     if length is None:
         return body_start, False
     if not length.isdigit():
@@ -156,22 +164,30 @@ def request_end(buf: bytearray, max_body: int) -> tuple[int, bool] | None:
     return body_start + size, False
 
 
-def _chunked_end(buf: bytearray, pos: int, max_body: int,
-                 expects: bool) -> tuple[int, bool] | None:
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _chunked_end(buf: bytearray, pos: int, max_body: int, expects: bool,
+                 progress: list[int] | None) -> tuple[int, bool] | None:
     total = 0
+    if progress is not None and progress[0] > pos:
+        pos, total = progress
+    waiting = (-1, False) if expects else None
     while True:
+        chunk_start, total_before = pos, total
+        if progress is not None:
+            progress[0], progress[1] = chunk_start, total_before
         line_end = buf.find(b"\r\n", pos)
         if line_end < 0:
             if len(buf) - pos > 1024:
                 raise BadFraming(400, "chunk size line too long")
-            return (-1, False) if expects else None
-        size_text = bytes(buf[pos:line_end]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise BadFraming(400, "invalid chunk size") from None
-        if size < 0:
+            return waiting
+        size_text, *extension = bytes(buf[pos:line_end]).split(b";", 1)
+        if extension:
+            size_text = size_text.rstrip(b" \t")
+        if not size_text or not _HEX.issuperset(size_text):
             raise BadFraming(400, "invalid chunk size")
+        size = int(size_text, 16)
         total += size
         if total > max_body:
             raise BadFraming(413, f"request body larger than {max_body} bytes")
@@ -184,9 +200,12 @@ def _chunked_end(buf: bytearray, pos: int, max_body: int,
                     raise BadFraming(431, "chunked trailers too large")
                 return None
             return trailer_end + 4, False
-        pos = line_end + 2 + size + 2
-        if len(buf) < pos:
-            return (-1, False) if expects else None
+        data_end = line_end + 2 + size
+        if len(buf) < data_end + 2:
+            return waiting
+        if buf[data_end: data_end + 2] != b"\r\n":
+            raise BadFraming(400, "chunk data not followed by CRLF")
+        pos = data_end + 2
 
 
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
@@ -414,7 +433,7 @@ class BufferingWorker(base.Worker):
         once or the next request is incomplete."""
         while conn.buf and conn.out is None:
             try:
-                found = request_end(conn.buf, self.max_body)
+                found = request_end(conn.buf, self.max_body, conn.progress)
             except BadFraming as exc:
                 self._answer_and_close(conn, exc.status, str(exc))
                 return
@@ -430,19 +449,20 @@ class BufferingWorker(base.Worker):
             # (one copy, and BytesIO.read() of all of it returns the same bytes object).
             body_start = conn.buf.find(b"\r\n\r\n", 0, end) + 4
             with memoryview(conn.buf) as view:
-                if body_start == end or b"\r\ntransfer-encoding:" in bytes(
-                        view[:body_start]).lower():
+                chunked = b"\r\ntransfer-encoding:" in bytes(view[:body_start]).lower()
+                if body_start == end or chunked:
                     raw, body = bytes(view[:end]), None
                 else:
                     raw, body = bytes(view[:body_start]), bytes(view[body_start:end])
             del conn.buf[:end]
+            conn.progress[0] = conn.progress[1] = 0
             self.buffered -= end
             if body_missing:
                 conn.close_after = True
                 self.buffered -= len(conn.buf)
                 conn.buf.clear()
             conn.continued = False
-            answer = self._handle(conn, raw, body)
+            answer = self._handle(conn, raw, body, chunked)
             conn.started = bool(conn.buf)
             if not self._send(conn, answer):
                 return
@@ -507,7 +527,7 @@ class BufferingWorker(base.Worker):
 
     # ----------------------------------------------------------------------- one request
 
-    def _handle(self, conn: _Conn, raw: bytes, body: bytes | None) -> bytes:
+    def _handle(self, conn: _Conn, raw: bytes, body: bytes | None, chunked: bool) -> bytes:
         """Run the application on one complete request (``raw``, or its head and ``body``); the
         whole answer, as bytes."""
         req = resp = None
@@ -537,7 +557,9 @@ class BufferingWorker(base.Worker):
                     respiter.close()
             if started is not None:
                 self.log.access(resp, req, environ, datetime.now() - started)
-            if resp.should_close():
+            if resp.should_close() or (chunked and (resp.status_code or 0) >= 400):
+                # A chunked body refused by gunicorn's reader: where the next request would
+                # start is not certain, so there is none.
                 conn.close_after = True
             return b"".join(output.chunks)
         except (StopIteration, NoMoreData):
