@@ -358,7 +358,10 @@ def summarize(args: argparse.Namespace, maximum: float, rate: float, tally: Tall
         rss_settled = settled[0] if settled else rss_start
         fds = [f for _, f in series]
         quarter = max(1, len(fds) // 4)
-        fd_growth = max(fds[-quarter:]) - max(fds[:quarter])
+        # The floor, not the peak: a worker holds its clients' connections for a moment (the
+        # event-loop worker closes each one when it reads the client's EOF), so a sample's count
+        # includes whatever is in flight; a leak raises the floor.
+        fd_growth = min(fds[-quarter:]) - min(fds[:quarter])
         grew = rss_end - rss_settled > max(RSS_TOLERANCE_KB, RSS_TOLERANCE_RATIO * rss_settled)
         flat = flat and not grew and fd_growth <= 0
         processes.append({"pid": pid, "role": role, "rss_start_kb": rss_start,
