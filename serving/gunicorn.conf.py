@@ -16,7 +16,7 @@ workers = int(os.environ.get("SOFTSERVE_WORKERS") or os.cpu_count() or 1)
 # Each worker builds its own app — and its onnxruntime sessions — after the fork.
 preload_app = False
 # One event loop per worker with keep-alive, that hands the app only whole requests (slow clients
-# hold no worker): serving/worker.py. gunicorn's sync and gthread still work (--worker-class).
+# hold no worker): serving/worker.py. `--worker-class sync` still works (and is tested).
 worker_class = "serving.worker.BufferingWorker"
 # gunicorn >= 25 opens a control socket shared by every gunicorn of the user
 # (~/.gunicorn/gunicorn.ctl); several servers (tests, benchmarks) would collide on it.
