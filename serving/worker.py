@@ -37,7 +37,6 @@ import sys
 import time
 from datetime import datetime
 
-import orjson
 from gunicorn import http
 from gunicorn.http import wsgi
 from gunicorn.http.errors import (
@@ -50,6 +49,7 @@ from gunicorn.http.errors import (
 from gunicorn.workers import base
 
 from .config import Config, ConfigError
+from .errors import JSON_CONTENT_TYPE, error_body
 
 HEADER_LIMIT = 64 * 1024  # bytes before the blank line that ends a request's headers
 RECV_BYTES = 256 * 1024
@@ -122,8 +122,18 @@ def _header(head: bytes, name: bytes) -> bytes | None:
 
 def request_end(buf: bytearray, max_body: int,
                 progress: list[int] | None = None) -> tuple[int, bool] | None:
-    """Where the first request in ``buf`` ends, as ``(end, body_missing)``; None while it is
-    incomplete; ``(-1, False)`` while it is incomplete and its client waits for "100 Continue".
+    """``frame`` without where the body starts: ``(end, body_missing)`` or None."""
+    found = frame(buf, max_body, progress)
+    return None if found is None else found[:2]
+
+
+def frame(buf: bytearray, max_body: int,
+          progress: list[int] | None = None) -> tuple[int, bool, int] | None:
+    """Where the first request in ``buf`` ends, as ``(end, body_missing, body_start)``;
+    ``body_start`` is where a Content-Length body starts, -1 for any other framing (chunked, or
+    a coding gunicorn refuses), so the caller splits head and body without parsing again.
+    None while the request is
+    incomplete; ``(-1, False, -1)`` while it is incomplete and its client waits for "100 Continue".
     ``body_missing`` is true when the body is larger than ``max_body``: the request is handed
     over with its headers only, for the application to refuse, and the connection closes after
     the answer. The framing is gunicorn's, as strict: where this says a request ends is where
@@ -150,29 +160,32 @@ def request_end(buf: bytearray, max_body: int,
     if coding is not None:
         if coding.rsplit(b",", 1)[-1].strip() != b"chunked":
             # gunicorn's parser refuses it (400, or 501); the connection closes after.
-            return len(buf), True
-        return _chunked_end(buf, body_start, max_body, expects, progress)
+            return len(buf), True, -1
+        end = _chunked_end(buf, body_start, max_body, expects, progress)
+        return None if end is None else (end, False, -1)
     if length is None:
-        return body_start, False
+        return body_start, False, body_start
     if not length.isdigit():
         raise BadFraming(400, "Content-Length is not a number")
     size = int(length)
     if size > max_body:
-        return body_start, True
+        return body_start, True, body_start
     if len(buf) < body_start + size:
-        return (-1, False) if expects else None
-    return body_start + size, False
+        return (-1, False, -1) if expects else None
+    return body_start + size, False, body_start
 
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _chunked_end(buf: bytearray, pos: int, max_body: int, expects: bool,
-                 progress: list[int] | None) -> tuple[int, bool] | None:
+                 progress: list[int] | None) -> int | None:
+    """Where a chunked body starting at ``pos`` ends; None while incomplete, -1 while incomplete
+    and the client waits for "100 Continue"."""
     total = 0
     if progress is not None and progress[0] > pos:
         pos, total = progress
-    waiting = (-1, False) if expects else None
+    waiting = -1 if expects else None
     while True:
         chunk_start, total_before = pos, total
         if progress is not None:
@@ -193,13 +206,13 @@ def _chunked_end(buf: bytearray, pos: int, max_body: int, expects: bool,
             raise BadFraming(413, f"request body larger than {max_body} bytes")
         if size == 0:
             if buf[line_end + 2: line_end + 4] == b"\r\n":
-                return line_end + 4, False
+                return line_end + 4
             trailer_end = buf.find(b"\r\n\r\n", line_end + 2)
             if trailer_end < 0:
                 if len(buf) - line_end > HEADER_LIMIT:
                     raise BadFraming(431, "chunked trailers too large")
                 return None
-            return trailer_end + 4, False
+            return trailer_end + 4
         data_end = line_end + 2 + size
         if len(buf) < data_end + 2:
             return waiting
@@ -215,9 +228,9 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large"
 
 def error_response(status: int, message: str) -> bytes:
     """A complete HTTP/1.1 answer with softserve's JSON error body; the connection closes."""
-    body = orjson.dumps({"error": message})
+    body = error_body(message)
     return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: {JSON_CONTENT_TYPE}\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode("latin-1") + body
 
 
@@ -433,13 +446,13 @@ class BufferingWorker(base.Worker):
         once or the next request is incomplete."""
         while conn.buf and conn.out is None:
             try:
-                found = request_end(conn.buf, self.max_body, conn.progress)
+                found = frame(conn.buf, self.max_body, conn.progress)
             except BadFraming as exc:
                 self._answer_and_close(conn, exc.status, str(exc))
                 return
             if found is None:
                 return
-            end, body_missing = found
+            end, body_missing, body_start = found
             if end < 0:  # the headers are in, the body is not, and the client waits for 100
                 if not conn.continued:
                     conn.continued = True
@@ -447,10 +460,9 @@ class BufferingWorker(base.Worker):
                 return
             # The head goes to gunicorn's parser; a Content-Length body straight to wsgi.input
             # (one copy, and BytesIO.read() of all of it returns the same bytes object).
-            body_start = conn.buf.find(b"\r\n\r\n", 0, end) + 4
+            chunked = body_start < 0
             with memoryview(conn.buf) as view:
-                chunked = b"\r\ntransfer-encoding:" in bytes(view[:body_start]).lower()
-                if body_start == end or chunked:
+                if chunked or body_start == end:
                     raw, body = bytes(view[:end]), None
                 else:
                     raw, body = bytes(view[:body_start]), bytes(view[body_start:end])
