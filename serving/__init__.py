@@ -76,8 +76,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     access_log = config.access_log and \
         logging.getLevelName(config.log_level.upper()) <= logging.INFO
     # Outermost first: observe everything; answer inference POSTs without Flask's machinery.
-    app.wsgi_app = ObservedApp(  # type: ignore[method-assign]
-        FastPath(app.wsgi_app, inference), telemetry, access_log)
+    observed = ObservedApp(FastPath(app.wsgi_app, inference), telemetry, access_log)
+    app.wsgi_app = observed  # type: ignore[method-assign]
+    # gunicorn's worker gets this Flask app, not the middleware: hand it the access-log hook.
+    app.buffer_access_log = observed.buffer_access_log  # type: ignore[attr-defined]
     logging.getLogger("softserve").info(
         "serving %s: %s", config.model_repository,
         ", ".join(f"{n} v{m.latest.version}" if m.latest else f"{n} (no valid version)"
