@@ -157,14 +157,6 @@ def highest_version_used(model_dir: Path) -> int:
     return max([0, *version_dirs(model_dir), *retired_versions(model_dir)])
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def config_pbtxt(model_name: str) -> str:
     """Triton's model configuration for a model of this contract.
 

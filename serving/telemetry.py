@@ -42,7 +42,6 @@ _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"
 # Keys a route leaves in the WSGI environ for the middleware to account.
 MODEL_KEY = "softserve.model"  # (name, version) once a route resolved the model
 INFERENCE_KEY = "softserve.inference"  # (rows, decode_s, infer_s, encode_s) after a success
-REQUEST_ID_KEY = "softserve.request_id"
 REQUEST_KEY = "softserve.request"  # the Flask request, to name the matched route
 ROUTE_KEY = "softserve.route"  # the route, when the fast path answered without Flask
 
@@ -73,7 +72,7 @@ class _Pending:
         self.inference = _Histograms(INFERENCE_BUCKETS)
         self.rows: dict[tuple[str, ...], int] = {}
         self.model_requests: dict[tuple[str, ...], list[float]] = {}  # count, seconds
-        self.stages: dict[tuple[str, ...], list[float]] = {}  # (model, version, stage)
+        self.stages: dict[tuple[str, ...], float] = {}  # (model, version, stage): seconds
         self.last_inference: dict[tuple[str, ...], float] = {}
 
 
@@ -160,9 +159,8 @@ class Telemetry:
                 p.inference.observe((name, version), infer_s)
                 for stage, value in (("decode", decode_s), ("infer", infer_s),
                                      ("encode", encode_s)):
-                    s = p.stages.setdefault((name, version, stage), [0, 0.0])
-                    s[0] += 1
-                    s[1] += value
+                    key = (name, version, stage)
+                    p.stages[key] = p.stages.get(key, 0.0) + value
                 p.last_inference[(name, version)] = time.time()
 
     def model_loaded(self, name: str, version: int, ok: bool) -> None:
@@ -188,7 +186,7 @@ class Telemetry:
             for labels, (count, seconds) in p.model_requests.items():
                 self.model_requests.labels(*labels).inc(count)
                 self.model_request_seconds.labels(*labels).inc(seconds)
-            for labels, (_, seconds) in p.stages.items():
+            for labels, seconds in p.stages.items():
                 self.stage_seconds.labels(*labels).inc(seconds)
             for labels, when in p.last_inference.items():
                 self.last_inference.labels(*labels).set(when)
@@ -378,7 +376,6 @@ class ObservedApp:
         request_id = environ.get("HTTP_X_REQUEST_ID", "")
         if not request_id or len(request_id) > 200 or not request_id.isprintable():
             request_id = self._ids.new()
-        environ[REQUEST_ID_KEY] = request_id
         status_line: list[str] = []
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

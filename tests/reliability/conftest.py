@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -45,8 +45,6 @@ WORKER_CLASSES: dict[str, dict[str, str]] = {
     "softserve": {},
     "sync": {"GUNICORN_CMD_ARGS": "--worker-class sync"},
 }
-
-T = TypeVar("T")
 
 
 def budget(default: int) -> int:
@@ -76,9 +74,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         total = sum(n for name, n in FUZZ_COUNTS.items() if "of which" not in name)
         terminalreporter.write_line(f"total: {total} "
                                     f"({FUZZ_ENV}={os.environ.get(FUZZ_ENV) or 'unset'})")
-
-
-# --- waiting ------------------------------------------------------------------------------------
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
@@ -211,10 +206,6 @@ def proc_status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM", "Threads"):
             out[key] = int(value.split()[0])
     return out
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def process_state(pid: int) -> str | None:
