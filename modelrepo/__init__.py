@@ -157,25 +157,81 @@ def highest_version_used(model_dir: Path) -> int:
     return max([0, *version_dirs(model_dir), *retired_versions(model_dir)])
 
 
-def config_pbtxt(model_name: str) -> str:
-    """Triton's model configuration for a model of this contract.
+def _created_at(version_dir: Path) -> str | None:
+    """A version's ``created_at`` (ISO 8601, UTC), or None if its metadata cannot say."""
+    try:
+        raw = _read_regular_file(version_dir, METADATA_FILE, MAX_METADATA_BYTES)
+        created = json.loads(raw).get("created_at")
+    except (BrokenVersion, ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    return created if isinstance(created, str) else None
+
+
+def predict_model(repository: Path, configured: str | None = None) -> str | None:
+    """The model behind ``POST /predict``: ``configured`` (SOFTSERVE_DEFAULT_MODEL) if given,
+    else the model published first — the one whose oldest version, live or retired, was
+    created earliest (ties by name). None for a repository with no model.
+
+    A model published later never takes /predict from the one its clients already use.
+    Reads only metadata.json files; unreadable or broken ones are passed over.
+    """
+    if configured:
+        return configured
+    first: list[tuple[str, str]] = []
+    for name in model_names(repository):
+        model_dir = Path(repository) / name
+        numbers = sorted({*version_dirs(model_dir), *retired_versions(model_dir)})
+        for number in numbers:  # the oldest readable version says when the model began
+            directory = model_dir / (str(number) if (model_dir / str(number)).is_dir()
+                                     else f"{RETIRED_PREFIX}{number}")
+            if (created := _created_at(directory)) is not None:
+                first.append((created, name))
+                break
+        else:
+            first.append(("\uffff", name))  # no readable version: after every dated model
+    return min(first)[1] if first else None
+
+
+def model_config(model_name: str, inputs: list[dict[str, Any]] | None = None,
+                 outputs: list[dict[str, Any]] | None = None,
+                 keep_versions: int | None = None) -> dict[str, Any]:
+    """Triton's model configuration (its ``ModelConfig`` message) as JSON, for this contract.
 
     ``max_batch_size: 0`` with an explicit ``-1`` batch dimension: the graph batches itself,
-    so Triton passes whole requests through as they are.
+    so Triton passes whole requests through as they are. ``inputs``/``outputs`` are a version's
+    V2 tensor metadata (the contract's by default); ``keep_versions`` adds the version policy
+    a server applies (its newest N valid versions).
     """
 
+    def tensor(spec: Mapping[str, Any]) -> dict[str, Any]:
+        return {"name": spec["name"], "data_type": f"TYPE_{spec['datatype']}",
+                "dims": list(spec["shape"])}
+
+    config: dict[str, Any] = {"name": model_name, "platform": PLATFORM,
+                              "backend": "onnxruntime", "max_batch_size": 0}
+    if keep_versions is not None:
+        config["version_policy"] = {"latest": {"num_versions": keep_versions}}
+    config["input"] = [tensor(s) for s in (INPUTS if inputs is None else inputs)]
+    config["output"] = [tensor(s) for s in (OUTPUTS if outputs is None else outputs)]
+    return config
+
+
+def config_pbtxt(model_name: str) -> str:
+    """``model_config`` in protobuf text format, as Triton reads ``config.pbtxt``."""
+
     def tensor(spec: Mapping[str, Any]) -> str:
-        dims = ", ".join(str(d) for d in spec["shape"])
+        dims = ", ".join(str(d) for d in spec["dims"])
         return (
-            f'  {{\n    name: "{spec["name"]}"\n    data_type: TYPE_{spec["datatype"]}\n'
+            f'  {{\n    name: "{spec["name"]}"\n    data_type: {spec["data_type"]}\n'
             f"    dims: [ {dims} ]\n  }}"
         )
 
+    config = model_config(model_name)
     sep = ",\n"
     return (
         f'name: "{model_name}"\nplatform: "{PLATFORM}"\nmax_batch_size: 0\n'
-        f"input [\n{sep.join(tensor(s) for s in INPUTS)}\n]\n"
-        f"output [\n{sep.join(tensor(s) for s in OUTPUTS)}\n]\n"
+        f"input [\n{sep.join(tensor(s) for s in config['input'])}\n]\n"
+        f"output [\n{sep.join(tensor(s) for s in config['output'])}\n]\n"
     )
 
 

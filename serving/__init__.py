@@ -59,7 +59,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # this holds it for anything else that would read a body through werkzeug.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     telemetry = Telemetry(config.metrics_flush_seconds) if config.metrics else None
-    repository = ModelRepository(config.model_repository, config.keep_versions, telemetry)
+    repository = ModelRepository(config.model_repository, config.keep_versions, telemetry,
+                                 config.default_model)
     repository.scan()
     repository.watch(config.poll_seconds)
     if telemetry is not None:

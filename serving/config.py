@@ -22,7 +22,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Config:
     model_repository: Path = Path("./artifacts")
-    default_model: str | None = None  # the model behind /predict; None: the only one there is
+    default_model: str | None = None  # the model behind /predict; None: the first published
     max_batch_rows: int = 100_000
     max_body_bytes: int = 16 * 1024 * 1024
     poll_seconds: float = 2.0  # 0 turns the repository watcher off

@@ -140,11 +140,93 @@ def _schemas() -> dict[str, Json]:
             "additionalProperties": False,
             "properties": {
                 "name": {"type": "string", "example": "iris"},
-                "ready": {"type": "boolean",
-                          "description": "Whether a version of the model is being served."},
+                "ready": {"type": "boolean", "enum": [True],
+                          "description": "A version of the model is being served."},
                 "versions": {"type": "array", "items": {"type": "string"},
                              "description": "The versions loaded, oldest first.",
                              "example": ["1", "2"]},
+            },
+        },
+        "V1ModelNotReady": {
+            "type": "object",
+            "description": "An Error body with the model's status: no version can serve.",
+            "required": ["name", "ready", "versions", "error"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "example": "iris"},
+                "ready": {"type": "boolean", "enum": [False]},
+                "versions": {"type": "array", "items": {"type": "string"}, "maxItems": 0},
+                "error": {"type": "string"},
+            },
+        },
+        "ApiIndex": {
+            "type": "object",
+            "description": "Where to start: the server's metadata, its models, the model "
+                           "behind /predict and the main endpoints.",
+            "required": ["name", "version", "extensions", "models", "endpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "example": "softserve"},
+                "version": {"type": "string", "example": "0.1.0"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+                "models": {"type": "array", "items": {"type": "string"}, "example": ["iris"]},
+                "predict_model": {"type": "string", "example": "iris",
+                                  "description": "The model behind POST /predict: "
+                                                 "SOFTSERVE_DEFAULT_MODEL, else the first "
+                                                 "published; absent with no model."},
+                "endpoints": {"type": "object", "additionalProperties": {"type": "string"},
+                              "example": {"docs": "GET /docs", "predict": "POST /predict"}},
+            },
+        },
+        # ---- Triton's model-repository (index only) and model-configuration extensions
+        "RepositoryIndexRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"ready": {"type": "boolean", "description": "Only READY versions."}},
+            "example": {"ready": True},
+        },
+        "RepositoryIndex": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "state", "reason"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string", "description": "Absent for a model with no "
+                                                                 "version directory."},
+                    "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
+                    "reason": {"type": "string", "description": "Why it is UNAVAILABLE; "
+                                                                "empty when READY."},
+                },
+            },
+            "example": [{"name": "iris", "version": "1", "state": "READY", "reason": ""}],
+        },
+        "ModelConfig": {
+            "type": "object",
+            "description": "Triton's ModelConfig as JSON (config.pbtxt's content).",
+            "required": ["name", "platform", "backend", "max_batch_size", "version_policy",
+                         "input", "output"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "platform": {"type": "string", "enum": [PLATFORM]},
+                "backend": {"type": "string", "enum": ["onnxruntime"]},
+                "max_batch_size": {"type": "integer", "enum": [0],
+                                   "description": "0: the graph's own -1 dimension batches."},
+                "version_policy": {"type": "object"},
+                "input": {"type": "array", "items": _schema("ConfigTensor")},
+                "output": {"type": "array", "items": _schema("ConfigTensor")},
+            },
+        },
+        "ConfigTensor": {
+            "type": "object",
+            "required": ["name", "data_type", "dims"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "data_type": {"type": "string", "example": "TYPE_FP32"},
+                "dims": {"type": "array", "items": {"type": "integer", "minimum": -1}},
             },
         },
         # ---- V2 metadata and health
@@ -158,7 +240,8 @@ def _schemas() -> dict[str, Json]:
                 "extensions": {"type": "array", "items": {"type": "string"},
                                "description": '"statistics" only while metrics are on '
                                               "(SOFTSERVE_METRICS).",
-                               "example": [*SERVER_EXTENSIONS, "statistics"]},
+                               "example": [*SERVER_EXTENSIONS, "model_repository",
+                                           "model_configuration", "statistics"]},
             },
         },
         "V2ModelMetadata": {
@@ -600,6 +683,10 @@ _ERROR_DEFAULTS: dict[int, tuple[str, Any]] = {
           {"error": "instances[0] has 3 values: every row must be a list of 4 numbers "
                     "(sepal_length, sepal_width, petal_length, petal_width) or an object with "
                     "those keys"}),
+    403: ("The model repository is read-only over HTTP.",
+          {"error": "the model repository is read-only over HTTP: publish a version with "
+                    "`python -m training` (or retire one with `python -m modelrepo`) and every "
+                    "worker loads it within SOFTSERVE_POLL_SECONDS"}),
     404: ("Unknown model or version.", {"error": "unknown model 'nope'; models served: iris"}),
     413: ("Too large: more rows than SOFTSERVE_MAX_BATCH_ROWS, or a body over "
           "SOFTSERVE_MAX_BODY_BYTES (refused from its Content-Length, unread).",
@@ -732,7 +819,7 @@ def _paths() -> dict[str, Json]:
     paths: dict[str, Json] = {}
 
     def add(path: str, method: str, operation_id: str, tag: str, summary: str,
-            description: str, ok: Json, errors: tuple[int, ...],
+            description: str, ok: Json | None, errors: tuple[int, ...],
             path_parameters: tuple[Json, ...] = (), request_body: Json | None = None,
             parameters: tuple[Json, ...] = (), more: dict[str, Json] | None = None,
             **error_options: Any) -> None:
@@ -741,25 +828,30 @@ def _paths() -> dict[str, Json]:
             item["parameters"] = list(path_parameters)
         item[method] = _operation(
             operation_id, tag, summary, description,
-            {"200": ok, **(more or {}), **_errors(path, method, *errors, **error_options)},
+            {**({"200": ok} if ok is not None else {}), **(more or {}),
+             **_errors(path, method, *errors, **error_options)},
             request_body, list(parameters))
 
     # ---- simple JSON and KServe V1
     predicted = _response("One prediction per row.", _json("PredictResponse"))
     add("/predict", "post", "predict", simple, "Predict with the default model",
-        "The default model: SOFTSERVE_DEFAULT_MODEL, or the only model there is."
+        "The default model: SOFTSERVE_DEFAULT_MODEL, else the first model published (a model "
+        "published later never takes /predict over; `GET /` names it)."
         + _NO_CONTENT_TYPE, predicted, (400, 404, 405, 413, 503),
         request_body=_instances_body(),
-        descriptions={404: "No model in the repository, or several and no "
-                           "SOFTSERVE_DEFAULT_MODEL (the message names them)."},
-        examples={404: {"error": "several models are served (iris, wine): set "
-                                 "SOFTSERVE_DEFAULT_MODEL to choose the one behind /predict, "
-                                 "or use /v1/models/<name>:predict"}})
+        descriptions={404: "No model in the repository, or SOFTSERVE_DEFAULT_MODEL names a "
+                           "model it does not have."},
+        examples={404: {"error": "no model in the model repository (SOFTSERVE_MODEL_REPOSITORY): "
+                                 "publish one with `python -m training`"}})
     add("/v1/models/{name}", "get", "v1ModelStatus", simple, "Model status (KServe V1)",
-        "Whether the model is being served, and its loaded versions.",
-        _response("The model's status (`ready` false when no version can serve).",
-                  _json("V1ModelStatus")),
-        (404, 405), (name,), descriptions={404: "Unknown model."})
+        "Whether the model is being served, and its loaded versions. One rule with V2's ready "
+        "routes: a model that cannot serve answers 503.",
+        _response("The model is served.", _json("V1ModelStatus")),
+        (404, 405, 503), (name,), descriptions={404: "Unknown model.",
+                                                503: "The model has no valid version."},
+        examples={503: {"name": "iris", "ready": False, "versions": [],
+                        "error": _MODEL_NOT_READY}},
+        not_ready_schema="V1ModelNotReady")
     add("/v1/models/{name}:predict", "post", "v1Predict", simple,
         "Predict (KServe V1 / TF-Serving)",
         "The model's latest version." + _NO_CONTENT_TYPE,
@@ -767,6 +859,11 @@ def _paths() -> dict[str, Json]:
         descriptions={404: "Unknown model."},
         examples={405: {"error": "method GET is not allowed for /v1/models/iris:predict; "
                                  "allowed: OPTIONS, POST"}})
+
+    # ---- the index
+    add("/", "get", "apiIndex", v2_health, "API index",
+        "The server's metadata, its models, the model behind /predict and where to start.",
+        _response("The index.", _json("ApiIndex")), (405,))
 
     # ---- V2 health and metadata
     add("/v2", "get", "v2ServerMetadata", v2_health, "Server metadata",
@@ -806,6 +903,32 @@ def _paths() -> dict[str, Json]:
             examples={503: {"name": "iris", "ready": False, "error": _MODEL_NOT_READY}},
             not_ready_schema="ModelNotReady")
 
+    # ---- Triton's model-configuration and (read-only) model-repository extensions
+    for path, path_parameters, operation_id, summary, description in (
+        ("/v2/models/{name}/config", (name,), "v2ModelConfig", "Model configuration",
+         "Triton's model configuration of the latest version, as JSON."),
+        ("/v2/models/{name}/versions/{version}/config", (name, version),
+         "v2ModelVersionConfig", "Model version configuration",
+         "Triton's model configuration of one version, as JSON."),
+    ):
+        add(path, "get", operation_id, v2_models, summary, description,
+            _response("The configuration.", _json("ModelConfig")), (404, 405, 503),
+            path_parameters)
+    add("/v2/repository/index", "post", "v2RepositoryIndex", v2_models, "Repository index",
+        "Every model and version directory with its state (READY or UNAVAILABLE and why). "
+        "The body is empty or `{\"ready\": true}` for READY versions only.",
+        _response("The index.", _json("RepositoryIndex")), (400, 405),
+        request_body={"required": False, "content": _json("RepositoryIndexRequest")},
+        descriptions={400: "A body that is not empty nor `{\"ready\": <boolean>}`."},
+        examples={400: {"error": "the repository index request takes one optional key, "
+                                 "\"ready\", a boolean; got '{\"ready\": 1}'"}})
+    for action in ("load", "unload"):
+        add(f"/v2/repository/models/{{name}}/{action}", "post", f"v2Repository{action.title()}",
+            v2_models, f"Model {action} (refused)",
+            "The repository is read-only over HTTP: versions are published by training and "
+            "loaded by every worker within SOFTSERVE_POLL_SECONDS.",
+            None, (403, 405), (name,))
+
     # ---- V2 inference
     inferred = _response(
         "The outputs asked for. application/json, or application/octet-stream (JSON part "
@@ -835,13 +958,16 @@ def _paths() -> dict[str, Json]:
         ("/v2/models/{name}/versions/{version}/stats", (name, version),
          "v2ModelVersionStatistics", "Statistics of a version",
          "Triton's statistics extension, for one version (a version on disk but not loaded "
-         "is listed with zeros)."),
+         "is listed with zeros; a broken one answers 503)."),
     ):
         add(path, "get", operation_id, stats, summary, description,
-            _response("The statistics.", _json("V2ModelStatistics")), (404, 405),
+            _response("The statistics.", _json("V2ModelStatistics")),
+            (404, 405, 503) if "{version}" in path else (404, 405),
             path_parameters,
             descriptions={404: "Unknown model, or a version that is not a directory of the "
-                               "model; or metrics are turned off (SOFTSERVE_METRICS=0)."})
+                               "model; or metrics are turned off (SOFTSERVE_METRICS=0).",
+                          503: "The version is broken and not served (as its ready route "
+                               "says)."})
     add("/metrics", "get", "metrics", stats, "Prometheus metrics",
         "Requests by route, method, model and status; latencies and sizes; inference times "
         "and rows; model loads and loaded versions; summed over every worker. Served as "
@@ -858,6 +984,11 @@ def _paths() -> dict[str, Json]:
     add("/docs", "get", "docs", docs, "API documentation page",
         "This document rendered by Swagger UI, served entirely by this server.",
         _response("An HTML page.", {"text/html": {"schema": {"type": "string"}}}), (405,))
+    add("/docs/", "get", "docsSlash", docs, "API documentation page (redirect)",
+        "Redirects to /docs (the page's relative links need that address).",
+        None, (405,),
+        more={"308": _response("To /docs.", headers={"Location": {
+            "schema": {"type": "string", "example": "../docs"}}})})
     add("/docs/{asset}", "get", "docsAsset", docs, "Documentation page asset",
         "The scripts, stylesheet and icons /docs uses (cacheable for an hour; ETag and "
         "Last-Modified for conditional requests; no range requests).",

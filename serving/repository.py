@@ -16,6 +16,7 @@ from pathlib import Path
 
 import modelrepo
 from modelrepo import BrokenVersion
+from serving.config import PREFIX
 from serving.errors import ModelNotFound, ModelNotReady
 from serving.model import LoadedModel
 from serving.telemetry import Telemetry
@@ -71,8 +72,10 @@ class _Cache:
 
 class ModelRepository:
     def __init__(self, root: Path, keep_versions: int = 3,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, default_model: str | None = None) -> None:
         self.root = Path(root)
+        self.default_model = default_model
+        self.predict_model: str | None = default_model
         self.telemetry = telemetry
         self.keep_versions = keep_versions
         self._models: dict[str, ModelState] = {}
@@ -94,8 +97,8 @@ class ModelRepository:
         if not self._scanned:
             return False, "the model repository has not been scanned yet"
         if not any(m.loaded for m in models.values()):
-            if not models:
-                return False, f"no model in the repository {self.root}"
+            if not models:  # the setting, never the path: clients must not learn the layout
+                return False, f"no model in the model repository ({PREFIX}MODEL_REPOSITORY)"
             return False, "no model has a valid version: " + "; ".join(
                 f"{m.name}: {self._broken_text(m)}" for m in models.values())
         return True, "ready"
@@ -133,6 +136,30 @@ class ModelRepository:
         raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: "
                             f"{', '.join(state.versions) or 'none'}")
 
+    def index(self) -> list[dict[str, str]]:
+        """Triton's repository index: every model and version directory, with its state.
+
+        READY for a loaded version; UNAVAILABLE with the reason for a broken one, one older than
+        the kept versions, or a model with no version at all.
+        """
+        entries: list[dict[str, str]] = []
+        for name, state in sorted(self._models.items()):
+            if not state.on_disk:
+                entries.append({"name": name, "state": "UNAVAILABLE",
+                                "reason": "no version directories"})
+            for number in state.on_disk:
+                if number in state.loaded:
+                    state_text, reason = "READY", ""
+                elif number in state.broken:
+                    state_text, reason = "UNAVAILABLE", f"broken: {state.broken[number]}"
+                else:
+                    state_text, reason = "UNAVAILABLE", (
+                        f"not loaded: only the newest {self.keep_versions} valid versions are "
+                        f"({PREFIX}KEEP_VERSIONS)")
+                entries.append({"name": name, "version": str(number), "state": state_text,
+                                "reason": reason})
+        return entries
+
     @staticmethod
     def _broken_text(state: ModelState) -> str:
         return "; ".join(f"version {v}: {r}" for v, r in sorted(state.broken.items())) or \
@@ -157,6 +184,10 @@ class ModelRepository:
                                 "loaded model(s)", self.root, len(self._models))
                 self._scanned = True
                 return
+            if set(names) != set(self._models) or not self._scanned:
+                # The model behind /predict: the configured one, else the first published —
+                # so a new model never takes /predict from the one its clients use.
+                self.predict_model = modelrepo.predict_model(self.root, self.default_model)
             self._models = {name: self._scan_model(name) for name in names}
             if self.telemetry is not None:
                 counts = {k[0]: 0 for k in self._cache.loaded}  # models gone report 0

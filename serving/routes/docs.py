@@ -102,6 +102,12 @@ def blueprint() -> Blueprint:
         return Response(_PAGE, mimetype="text/html",
                         headers={"Content-Security-Policy": _PAGE_CSP})
 
+    @bp.get("/docs/")
+    def docs_slash() -> Response:
+        # Relative, so it stays right under a path prefix; the page's own links are relative
+        # to /docs and would break if it were served here.
+        return Response(status=308, headers={"Location": "../docs"})
+
     @bp.get("/docs/<asset>")
     def docs_asset(asset: str) -> Response:
         if asset == _INIT_SCRIPT:

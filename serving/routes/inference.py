@@ -71,17 +71,12 @@ class Inference:
         return model
 
     def default_model_name(self) -> str:
-        """The model behind /predict. Raises ModelNotFound when there is none or no single one."""
-        if self.config.default_model:
-            return self.config.default_model
-        names = list(self.repository.models)
-        if len(names) == 1:
-            return names[0]
-        if not names:
-            raise ModelNotFound(f"no model in the repository {self.config.model_repository}")
-        raise ModelNotFound(f"several models are served ({', '.join(names)}): set "
-                            f"{PREFIX}DEFAULT_MODEL to choose the one behind /predict, or use "
-                            "/v1/models/<name>:predict")
+        """The model behind /predict. Raises ModelNotFound when the repository has none."""
+        name = self.repository.predict_model
+        if name is None:
+            raise ModelNotFound(f"no model in the model repository ({PREFIX}MODEL_REPOSITORY): "
+                                "publish one with `python -m training`")
+        return name
 
     def predict(self, environ: dict[str, Any], name: str | None = None) -> Answer:
         """Simple and V1: ``{"instances": [...]}``. Raises SoftserveError subclasses."""

@@ -35,8 +35,11 @@ def blueprint(config: Config, repository: ModelRepository,
         if name is not None:
             state = repository.state(name)  # 404 for an unknown model
             if version is not None:
-                if parse_version(version) not in {*state.on_disk, *state.loaded}:
+                number = parse_version(version)
+                if number not in state.on_disk:
                     raise ModelNotFound(f"model {name!r} has no version {version!r}")
+                if number in state.broken:  # as its ready route says: broken, not served
+                    repository.get(name, version)  # raises ModelNotReady with the reason
                 listed.append((name, version))
 
         def wanted(n: str, v: str) -> bool:

@@ -1,4 +1,5 @@
-"""Server metadata and health (V2): ``/v2``, ``/v2/health/live``, ``/v2/health/ready``."""
+"""The API index (``/``), server metadata and health (V2): ``/v2``, ``/v2/health/live``,
+``/v2/health/ready``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,30 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
     bp = Blueprint("ops", __name__)
     from serving import SERVER_NAME, __version__
 
-    extensions = [*SERVER_EXTENSIONS, *(["statistics"] if config.metrics else [])]
+    # Triton's read-only repository index and model configuration (serving.routes.v2).
+    extensions = [*SERVER_EXTENSIONS, "model_repository", "model_configuration",
+                  *(["statistics"] if config.metrics else [])]
     metadata = {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
+    # Where a person (or a script) who found the server starts: what to read, what to call.
+    endpoints = {
+        "docs": "GET /docs",
+        "openapi": "GET /openapi.json",
+        "predict": "POST /predict",
+        "v1_predict": "POST /v1/models/{name}:predict",
+        "v2_infer": "POST /v2/models/{name}[/versions/{version}]/infer",
+        "v2_metadata": "GET /v2/models/{name}[/versions/{version}]",
+        "models": "POST /v2/repository/index",
+        "ready": "GET /v2/health/ready",
+        **({"metrics": "GET /metrics", "statistics": "GET /v2/models/stats"}
+           if config.metrics else {}),
+    }
+
+    @bp.get("/")
+    def index() -> Response:
+        predict_model = repository.predict_model
+        return json_response({**metadata, "models": sorted(repository.models),
+                              **({"predict_model": predict_model} if predict_model else {}),
+                              "endpoints": endpoints})
 
     @bp.get("/v2")
     def server_metadata() -> Response:

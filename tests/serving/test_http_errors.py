@@ -290,11 +290,11 @@ def _cases() -> Iterator[Any]:
                                   ("GET", INFER, "POST"),
                                   ("GET", "/v2/models/iris/versions/1/infer", "POST"),
                                   ("POST", "/v2/health/ready", "GET"),
-                                  ("POST", "/v2", "GET"),
+                                  ("POST", "/v2", "GET"), ("POST", "/", "GET"),
                                   ("DELETE", "/v2/models/iris", "GET")]:
         words = ["not allowed", method] + ([allowed] if allowed else [])
         yield case(f"wrong-method-{method}-{path}", method, path, None, 405, *words)
-    for method, path in [("GET", "/"), ("GET", "/nope"), ("POST", "/v2/models/iris/explain"),
+    for method, path in [("GET", "/nope"), ("GET", "/docs//"), ("POST", "/v2/models/iris/explain"),
                          ("POST", "/v2/models/iris/versions/1/infer/more"),
                          ("GET", "/v2/health"), ("POST", "/v3/models/iris/infer")]:
         yield case(f"unknown-route-{method}-{path}", method, path, b"{}", 404,

@@ -287,7 +287,16 @@ class Case:
 
 _binary_body, _binary_headers = v2_binary()
 CASES = [
+    Case("api-index", "GET", "/", 200),
     Case("server-metadata", "GET", "/v2", 200),
+    Case("model-config", "GET", "/v2/models/iris/config", 200),
+    Case("version-config", "GET", "/v2/models/iris/versions/1/config", 200),
+    Case("repository-index", "POST", "/v2/repository/index", 200),
+    Case("repository-index-ready", "POST", "/v2/repository/index", 200, b'{"ready": true}'),
+    Case("repository-index-bad", "POST", "/v2/repository/index", 400, b'{"ready": 1}'),
+    Case("repository-load-refused", "POST", "/v2/repository/models/iris/load", 403),
+    Case("repository-unload-refused", "POST", "/v2/repository/models/iris/unload", 403),
+    Case("docs-slash", "GET", "/docs/", 308),
     Case("live", "GET", "/v2/health/live", 200),
     Case("ready", "GET", "/v2/health/ready", 200),
     Case("v1-status", "GET", "/v1/models/iris", 200),
@@ -357,7 +366,13 @@ CASES = [
     Case("broken-infer", "POST", "/v2/models/iris/infer", 503, v2_json([ROW]), app="broken_app"),
     Case("broken-predict", "POST", "/predict", 503, json.dumps({"instances": [ROW]}).encode(),
          app="broken_app"),
-    Case("broken-v1-status", "GET", "/v1/models/iris", 200, app="broken_app"),
+    Case("broken-v1-status", "GET", "/v1/models/iris", 503, app="broken_app"),
+    Case("broken-config", "GET", "/v2/models/iris/config", 503, app="broken_app"),
+    Case("broken-version-stats", "GET", "/v2/models/iris/versions/1/stats", 503,
+         app="broken_app"),
+    Case("broken-index", "POST", "/v2/repository/index", 200, app="broken_app"),
+    Case("empty-index", "POST", "/v2/repository/index", 200, app="empty_app"),
+    Case("empty-api-index", "GET", "/", 200, app="empty_app"),
 ]
 
 

@@ -180,3 +180,32 @@ def test_unknown_model_and_version_raise(client: triton.InferenceServerClient,
     with pytest.raises(InferenceServerException) as info:
         client.get_model_metadata("nope")
     assert info.value.status() == "404"
+
+
+def test_model_repository_index(client: triton.InferenceServerClient) -> None:
+    """Triton's model-repository extension, read-only: the index lists every version."""
+    assert "model_repository" in client.get_server_metadata()["extensions"]
+    assert client.get_model_repository_index() == [
+        {"name": "iris", "version": "1", "state": "READY", "reason": ""}]
+
+
+@pytest.mark.parametrize("version", ["", "1"])
+def test_model_config(client: triton.InferenceServerClient, iris_repository: Path,
+                      version: str) -> None:
+    """Triton's model-configuration extension: config.pbtxt's content as JSON."""
+    assert "model_configuration" in client.get_server_metadata()["extensions"]
+    config = client.get_model_config("iris", version)
+    assert config["name"] == "iris" and config["platform"] == "onnxruntime_onnx"
+    assert config["max_batch_size"] == 0
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}]
+    assert config["output"] == [
+        {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [-1, 3]},
+        {"name": "class", "data_type": "TYPE_INT64", "dims": [-1]}]
+    # The same facts as the config.pbtxt Triton itself would read.
+    pbtxt = (iris_repository / "iris" / "config.pbtxt").read_text()
+    assert 'data_type: TYPE_FP32\n    dims: [ -1, 4 ]' in pbtxt
+
+
+def test_model_load_is_refused_with_the_reason(client: triton.InferenceServerClient) -> None:
+    with pytest.raises(InferenceServerException, match="read-only"):
+        client.load_model("iris")
