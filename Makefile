@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SOFTSERVE_MODEL_REPOSITORY ?= ./artifacts
 export SOFTSERVE_MODEL_REPOSITORY
 
-.PHONY: install run train serve test lint bench fuzz soak lock clean
+.PHONY: install run train serve test lint bench fuzz soak lock audit clean
 
 install: $(VENV)/.installed
 
@@ -60,6 +60,13 @@ fuzz: install
 ## back every minute; writes docs/reliability.md (SOAK_ARGS for soak/run.py, see its --help)
 soak: install
 	$(BIN)/python soak/run.py $(SOAK_ARGS)
+
+## audit requirements/serve.lock: pip-audit against PyPI's vulnerability data, then PyPI's project
+## JSON for what pip-audit could not look up; prints what was audited, what could not be (and
+## why) and the known vulnerabilities; fails on a known vulnerability only (make test runs the
+## same audit). AUDIT_ARGS for requirements/audit.py, see its --help
+audit: install
+	$(BIN)/python requirements/audit.py $(AUDIT_ARGS)
 
 ## re-pin requirements/serve.lock (base + serve dependencies, with hashes) from pyproject.toml
 lock: install
