@@ -5,14 +5,26 @@ BIN := $(VENV)/bin
 SOFTSERVE_MODEL_REPOSITORY ?= ./artifacts
 export SOFTSERVE_MODEL_REPOSITORY
 
-.PHONY: install run train serve test lint bench fuzz soak lock audit clean
+.PHONY: install install-test run train serve test lint bench fuzz soak lock audit clean
 
+## what running needs: training (torch, onnx) and serving (flask, gunicorn, onnxruntime)
 install: $(VENV)/.installed
 
+## install, plus the test tools (pytest, tritonclient, schemathesis, ruff, pip-audit, ...)
+install-test: $(VENV)/.installed-test
+
 $(VENV)/.installed: pyproject.toml
+	@echo "==> $(VENV): softserve with training (torch, onnx, matplotlib) and serving (flask," \
+	  "gunicorn, onnxruntime); a minute or two the first time"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,serve,test]'
+	$(BIN)/pip install --progress-bar on -e '.[train,serve]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	@echo "==> $(VENV): adding the test tools (pytest, tritonclient, schemathesis, ruff," \
+	  "pip-audit, ...)"
+	$(BIN)/pip install --progress-bar on -e '.[train,serve,test]'
 	touch $@
 
 ## train the default Iris model unless the repository already has one
@@ -28,7 +40,7 @@ run: train serve
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 
 clean:
@@ -51,7 +63,7 @@ bench: install
 
 ## the fuzzers only, larger budgets: SOFTSERVE_FUZZ_EXAMPLES examples per generator (default 300)
 SOFTSERVE_FUZZ_EXAMPLES ?= 300
-fuzz: install
+fuzz: install-test
 	SOFTSERVE_FUZZ_EXAMPLES=$(SOFTSERVE_FUZZ_EXAMPLES) $(BIN)/python -m pytest \
 	  tests/reliability/test_fuzz_openapi.py tests/reliability/test_fuzz_v2.py \
 	  tests/reliability/test_fuzz_csv.py $(PYTEST_ARGS)
@@ -65,10 +77,10 @@ soak: install
 ## JSON for what pip-audit could not look up; prints what was audited, what could not be (and
 ## why) and the known vulnerabilities; fails on a known vulnerability only (make test runs the
 ## same audit). AUDIT_ARGS for requirements/audit.py, see its --help
-audit: install
+audit: install-test
 	$(BIN)/python requirements/audit.py $(AUDIT_ARGS)
 
 ## re-pin requirements/serve.lock (base + serve dependencies, with hashes) from pyproject.toml
-lock: install
+lock: install-test
 	$(BIN)/pip-compile --quiet --extra serve --generate-hashes --no-emit-index-url \
 	  --no-emit-find-links --strip-extras --output-file requirements/serve.lock pyproject.toml
