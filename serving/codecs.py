@@ -129,8 +129,12 @@ def _value_problem(value: Any) -> str | None:
     return f"is {_json_kind(value)}: expected a number"
 
 
-def _load_json(body: bytes, what: str, example: str) -> Any:
-    """Parse a UTF-8 JSON document. Raises BadRequest saying why it is not one."""
+def _load_json(body: bytes, what: str, example: str, after_json: str = "") -> Any:
+    """Parse a UTF-8 JSON document. Raises BadRequest saying why it is not one, and where.
+
+    ``after_json``, if given, is the advice for a body whose start is a whole JSON document
+    followed by more bytes (the V2 binary data sent without its header length).
+    """
     head = bytes(body[:4])
     # orjson would reject these too, but with a puzzling message: say what it is.
     if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
@@ -142,12 +146,60 @@ def _load_json(body: bytes, what: str, example: str) -> Any:
     except orjson.JSONDecodeError as exc:
         if not body:
             raise BadRequest(f"{what} is empty: expected a JSON object such as {example}") from None
-        hint = ""
-        if b"NaN" in body or b"Infinity" in body:
-            hint = " (NaN and Infinity are not JSON numbers: every value must be finite)"
-        raise BadRequest(
-            f"{what} is not valid UTF-8 JSON: {exc}{hint}; expected a JSON object such as {example}"
-        ) from None
+        raise BadRequest(_json_problem(bytes(body), exc, what, example, after_json)) from None
+
+
+def _json_problem(
+    body: bytes, exc: orjson.JSONDecodeError, what: str, example: str, after_json: str
+) -> str:
+    """The message for a body orjson refused, naming the byte offset where it goes wrong.
+
+    orjson reports every invalid UTF-8 sequence at "char 0", and other errors at a position
+    counted in characters, not bytes: both are recomputed here (only once a body has failed).
+    """
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as bad:
+        offset = bad.start
+        where = f"byte 0x{body[offset]:02X} at offset {offset} (line {_line(body, offset)})"
+        if bad.reason == "unexpected end of data":
+            problem = (
+                f"{what} is not UTF-8: {where} begins a character cut short by the end of the "
+                f"{what}"
+            )
+        else:
+            problem = f"{what} is not UTF-8: {where} does not begin a valid UTF-8 character"
+        if after_json and _whole_document_before(body, offset):
+            return f"{problem}; {after_json}"
+        return f"{problem}; send JSON encoded as UTF-8, such as {example}"
+    offset = len(text[: exc.pos].encode())
+    problem = (
+        f"{what} is not valid UTF-8 JSON: {exc.msg} at byte offset {offset} "
+        f"(line {_line(body, offset)})"
+    )
+    if after_json and exc.msg == _AFTER_DOCUMENT:
+        return f"{problem}; {after_json}"
+    if b"NaN" in body or b"Infinity" in body:
+        problem += " (NaN and Infinity are not JSON numbers: every value must be finite)"
+    return f"{problem}; expected a JSON object such as {example}"
+
+
+# orjson's message for bytes after a complete document.
+_AFTER_DOCUMENT = "unexpected content after document"
+
+
+def _line(body: bytes, offset: int) -> int:
+    """The line number (from 1) of byte ``offset`` of ``body``."""
+    return body.count(b"\n", 0, offset) + 1
+
+
+def _whole_document_before(body: bytes, offset: int) -> bool:
+    """Whether ``body[:offset]`` starts with a whole JSON document (anything may follow)."""
+    try:
+        orjson.loads(body[:offset])
+    except orjson.JSONDecodeError as exc:
+        return exc.msg == _AFTER_DOCUMENT
+    return True
 
 
 def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
@@ -424,7 +476,13 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
             )
         header = body[:header_length]
     what = "inference request" if header_length is None else "inference request header"
-    doc = _load_json(header, what, _INFER_EXAMPLE)
+    after_json = (
+        f"the JSON document ends before that: if binary tensor data follows it, send the "
+        f"{HEADER_LENGTH_HEADER} header with the size of the JSON part"
+        if header_length is None
+        else ""
+    )
+    doc = _load_json(header, what, _INFER_EXAMPLE, after_json)
     if type(doc) is not dict:
         raise BadRequest(
             f"{what} must be a JSON object such as {_INFER_EXAMPLE}, got {_json_kind(doc)}"
