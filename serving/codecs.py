@@ -59,11 +59,15 @@ SERVER_EXTENSIONS = ("binary_tensor_data", "classification")
 
 _ACCEPTED = "FP32 (or FP64, INT32, INT64)"
 _INSTANCES_EXAMPLE = '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
-_INFER_EXAMPLE = (
-    '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
-    '"data": [5.1, 3.5, 1.4, 0.2]}]}'
+_TENSOR_EXAMPLE = (
+    '{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}'
 )
+_INFER_EXAMPLE = f'{{"inputs": [{_TENSOR_EXAMPLE}]}}'
 _INPUT = f'input "{INPUT_NAME}"'
+# What the model's one input is, for messages about a missing or empty one.
+_INPUT_SPEC = f'one input tensor named "{INPUT_NAME}", FP32, shape [N, {N_FEATURES}]'
+# Stands for a key the request leaves out, so that a missing key is not reported as null.
+_MISSING: Any = object()
 
 
 @dataclass(frozen=True)
@@ -496,22 +500,43 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
             f'"binary_data_output" must be true or false, got {_json_kind(binary_default)}'
         )
 
-    inputs = doc.get("inputs")
-    if type(inputs) is not list or not inputs:
+    if "inputs" not in doc:
+        raise BadRequest(
+            f'{what} has no "inputs": "inputs" must be a list holding {_INPUT_SPEC}, such as '
+            f"{_INFER_EXAMPLE}"
+        )
+    inputs = doc["inputs"]
+    if type(inputs) is not list:
         raise BadRequest(
             f'"inputs" must be a list holding one tensor named "{INPUT_NAME}", such as '
-            f"{_INFER_EXAMPLE}; got {_json_kind(inputs) if 'inputs' in doc else 'nothing'}"
+            f"{_INFER_EXAMPLE}; got {_json_kind(inputs)}"
         )
-    # A non-object entry has no name, so it fails here too.
-    names = [t.get("name") if type(t) is dict else None for t in inputs]
-    if len(inputs) != 1 or names[0] != INPUT_NAME:
+    if not inputs:
+        raise BadRequest(f'"inputs" is empty: send {_INPUT_SPEC}, such as {_INFER_EXAMPLE}')
+    for i, entry in enumerate(inputs):
+        if type(entry) is not dict:
+            raise BadRequest(
+                f"inputs[{i}] must be an object, an input tensor such as {_TENSOR_EXAMPLE}; "
+                f"got {_json_kind(entry)}"
+            )
+    if len(inputs) != 1:
+        names = ", ".join(_show(t["name"]) if "name" in t else 'one without "name"' for t in inputs)
         raise BadRequest(
             f'the model takes exactly one input named "{INPUT_NAME}", got {len(inputs)} '
-            f"input(s): {_show(names)}"
+            f"input(s): {names}"
         )
     tensor = inputs[0]
-    rows = _check_shape(tensor.get("shape"), max_rows)
-    datatype = _check_datatype(tensor.get("datatype"))
+    if "name" not in tensor:
+        raise BadRequest(
+            f'inputs[0] has no "name": the model takes {_INPUT_SPEC}, such as {_INFER_EXAMPLE}'
+        )
+    if tensor["name"] != INPUT_NAME:
+        raise BadRequest(
+            f'the model takes exactly one input named "{INPUT_NAME}", got one named '
+            f'{_show(tensor["name"])}'
+        )
+    rows = _check_shape(tensor.get("shape", _MISSING), max_rows)
+    datatype = _check_datatype(tensor.get("datatype", _MISSING))
     tensor_parameters = _parameters(tensor, _INPUT)
     if "shared_memory_region" in tensor_parameters:
         raise BadRequest(
@@ -550,8 +575,15 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
 
 
 def _check_shape(shape: Any, max_rows: int) -> int:
-    """The row count N of a shape [N, 4]. Raises BadRequest, or PayloadTooLarge if N > max_rows."""
+    """The row count N of a shape [N, 4] (``_MISSING`` if absent).
+
+    Raises BadRequest, or PayloadTooLarge if N > max_rows.
+    """
     expected = f"expected [N, {N_FEATURES}] with 1 <= N <= {max_rows}"
+    if shape is _MISSING:
+        raise BadRequest(
+            f'{_INPUT} has no "shape": {expected}, such as "shape": [1, {N_FEATURES}]'
+        )
     if (
         type(shape) is not list
         or len(shape) != 2
@@ -576,9 +608,13 @@ def _check_shape(shape: Any, max_rows: int) -> int:
 
 
 def _check_datatype(datatype: Any) -> str:
-    """The input's datatype if the model accepts it. Raises BadRequest."""
+    """The input's datatype (``_MISSING`` if absent) if the model accepts it. Raises BadRequest."""
     if type(datatype) is str and datatype in INPUT_DATATYPES:
         return datatype
+    if datatype is _MISSING:
+        raise BadRequest(
+            f'{_INPUT} has no "datatype": send {_ACCEPTED}, such as "datatype": "FP32"'
+        )
     if type(datatype) is str and datatype in V2_DATATYPES:
         raise BadRequest(
             f"{_INPUT} has unsupported datatype {datatype}: send {_ACCEPTED}"
@@ -712,7 +748,9 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> list[RequestedOutp
                 f'outputs[{i}] must be an object such as {{"name": "{PROBABILITIES}"}}, '
                 f"got {_json_kind(output)}"
             )
-        name = output.get("name")
+        if "name" not in output:
+            raise BadRequest(f'outputs[{i}] has no "name": the model\'s outputs are {known}')
+        name = output["name"]
         if type(name) is not str or name not in OUTPUT_NAMES:
             raise BadRequest(f"unknown output {_show(name)}: the model's outputs are {known}")
         if any(r.name == name for r in requested):

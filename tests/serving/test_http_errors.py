@@ -165,6 +165,17 @@ def _cases() -> Iterator[Any]:
     yield case("v2-two-inputs", "POST", INFER,
                json.dumps({"inputs": [json.loads(v2())["inputs"][0]] * 2}).encode(), 400,
                "exactly one input", "2 input(s)")
+    yield case("v2-inputs-empty", "POST", INFER, b'{"inputs": []}', 400, '"inputs" is empty',
+               'one input tensor named "input", FP32, shape [N, 4]', '"data": [')
+    for key in ("name", "shape", "datatype", "data"):
+        tensor = {k: v for k, v in json.loads(v2())["inputs"][0].items() if k != key}
+        yield case(f"v2-no-{key}-key", "POST", INFER, json.dumps({"inputs": [tensor]}).encode(),
+                   400, f'has no "{key}"')
+    yield case("v2-no-datatype-names-the-accepted", "POST", INFER,
+               json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "data": ROW}]}).encode(),
+               400, 'has no "datatype"', "FP32 (or FP64, INT32, INT64)")
+    yield case("v2-output-without-name", "POST", INFER, v2(outputs=[{}]), 400,
+               'outputs[0] has no "name"')
     yield case("v2-no-data", "POST", INFER,
                json.dumps({"inputs": [{"name": "input", "shape": [1, 4],
                                        "datatype": "FP32"}]}).encode(), 400, 'no "data"')
