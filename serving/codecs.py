@@ -59,11 +59,15 @@ SERVER_EXTENSIONS = ("binary_tensor_data", "classification")
 
 _ACCEPTED = "FP32 (or FP64, INT32, INT64)"
 _INSTANCES_EXAMPLE = '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
-_INFER_EXAMPLE = (
-    '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
-    '"data": [5.1, 3.5, 1.4, 0.2]}]}'
+_TENSOR_EXAMPLE = (
+    '{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}'
 )
+_INFER_EXAMPLE = f'{{"inputs": [{_TENSOR_EXAMPLE}]}}'
 _INPUT = f'input "{INPUT_NAME}"'
+# What the model's one input is, for messages about a missing or empty one.
+_INPUT_SPEC = f'one input tensor named "{INPUT_NAME}", FP32, shape [N, {N_FEATURES}]'
+# Stands for a key the request leaves out, so that a missing key is not reported as null.
+_MISSING: Any = object()
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,12 @@ def _value_problem(value: Any) -> str | None:
     return f"is {_json_kind(value)}: expected a number"
 
 
-def _load_json(body: bytes, what: str, example: str) -> Any:
-    """Parse a UTF-8 JSON document. Raises BadRequest saying why it is not one."""
+def _load_json(body: bytes, what: str, example: str, after_json: str = "") -> Any:
+    """Parse a UTF-8 JSON document. Raises BadRequest saying why it is not one, and where.
+
+    ``after_json``, if given, is the advice for a body whose start is a whole JSON document
+    followed by more bytes (the V2 binary data sent without its header length).
+    """
     head = bytes(body[:4])
     # orjson would reject these too, but with a puzzling message: say what it is.
     if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
@@ -142,12 +150,60 @@ def _load_json(body: bytes, what: str, example: str) -> Any:
     except orjson.JSONDecodeError as exc:
         if not body:
             raise BadRequest(f"{what} is empty: expected a JSON object such as {example}") from None
-        hint = ""
-        if b"NaN" in body or b"Infinity" in body:
-            hint = " (NaN and Infinity are not JSON numbers: every value must be finite)"
-        raise BadRequest(
-            f"{what} is not valid UTF-8 JSON: {exc}{hint}; expected a JSON object such as {example}"
-        ) from None
+        raise BadRequest(_json_problem(bytes(body), exc, what, example, after_json)) from None
+
+
+def _json_problem(
+    body: bytes, exc: orjson.JSONDecodeError, what: str, example: str, after_json: str
+) -> str:
+    """The message for a body orjson refused, naming the byte offset where it goes wrong.
+
+    orjson reports every invalid UTF-8 sequence at "char 0", and other errors at a position
+    counted in characters, not bytes: both are recomputed here (only once a body has failed).
+    """
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as bad:
+        offset = bad.start
+        where = f"byte 0x{body[offset]:02X} at offset {offset} (line {_line(body, offset)})"
+        if bad.reason == "unexpected end of data":
+            problem = (
+                f"{what} is not UTF-8: {where} begins a character cut short by the end of the "
+                f"{what}"
+            )
+        else:
+            problem = f"{what} is not UTF-8: {where} does not begin a valid UTF-8 character"
+        if after_json and _whole_document_before(body, offset):
+            return f"{problem}; {after_json}"
+        return f"{problem}; send JSON encoded as UTF-8, such as {example}"
+    offset = len(text[: exc.pos].encode())
+    problem = (
+        f"{what} is not valid UTF-8 JSON: {exc.msg} at byte offset {offset} "
+        f"(line {_line(body, offset)})"
+    )
+    if after_json and exc.msg == _AFTER_DOCUMENT:
+        return f"{problem}; {after_json}"
+    if b"NaN" in body or b"Infinity" in body:
+        problem += " (NaN and Infinity are not JSON numbers: every value must be finite)"
+    return f"{problem}; expected a JSON object such as {example}"
+
+
+# orjson's message for bytes after a complete document.
+_AFTER_DOCUMENT = "unexpected content after document"
+
+
+def _line(body: bytes, offset: int) -> int:
+    """The line number (from 1) of byte ``offset`` of ``body``."""
+    return body.count(b"\n", 0, offset) + 1
+
+
+def _whole_document_before(body: bytes, offset: int) -> bool:
+    """Whether ``body[:offset]`` starts with a whole JSON document (anything may follow)."""
+    try:
+        orjson.loads(body[:offset])
+    except orjson.JSONDecodeError as exc:
+        return exc.msg == _AFTER_DOCUMENT
+    return True
 
 
 def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
@@ -424,7 +480,13 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
             )
         header = body[:header_length]
     what = "inference request" if header_length is None else "inference request header"
-    doc = _load_json(header, what, _INFER_EXAMPLE)
+    after_json = (
+        f"the JSON document ends before that: if binary tensor data follows it, send the "
+        f"{HEADER_LENGTH_HEADER} header with the size of the JSON part"
+        if header_length is None
+        else ""
+    )
+    doc = _load_json(header, what, _INFER_EXAMPLE, after_json)
     if type(doc) is not dict:
         raise BadRequest(
             f"{what} must be a JSON object such as {_INFER_EXAMPLE}, got {_json_kind(doc)}"
@@ -438,22 +500,43 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
             f'"binary_data_output" must be true or false, got {_json_kind(binary_default)}'
         )
 
-    inputs = doc.get("inputs")
-    if type(inputs) is not list or not inputs:
+    if "inputs" not in doc:
+        raise BadRequest(
+            f'{what} has no "inputs": "inputs" must be a list holding {_INPUT_SPEC}, such as '
+            f"{_INFER_EXAMPLE}"
+        )
+    inputs = doc["inputs"]
+    if type(inputs) is not list:
         raise BadRequest(
             f'"inputs" must be a list holding one tensor named "{INPUT_NAME}", such as '
-            f"{_INFER_EXAMPLE}; got {_json_kind(inputs) if 'inputs' in doc else 'nothing'}"
+            f"{_INFER_EXAMPLE}; got {_json_kind(inputs)}"
         )
-    # A non-object entry has no name, so it fails here too.
-    names = [t.get("name") if type(t) is dict else None for t in inputs]
-    if len(inputs) != 1 or names[0] != INPUT_NAME:
+    if not inputs:
+        raise BadRequest(f'"inputs" is empty: send {_INPUT_SPEC}, such as {_INFER_EXAMPLE}')
+    for i, entry in enumerate(inputs):
+        if type(entry) is not dict:
+            raise BadRequest(
+                f"inputs[{i}] must be an object, an input tensor such as {_TENSOR_EXAMPLE}; "
+                f"got {_json_kind(entry)}"
+            )
+    if len(inputs) != 1:
+        names = ", ".join(_show(t["name"]) if "name" in t else 'one without "name"' for t in inputs)
         raise BadRequest(
             f'the model takes exactly one input named "{INPUT_NAME}", got {len(inputs)} '
-            f"input(s): {_show(names)}"
+            f"input(s): {names}"
         )
     tensor = inputs[0]
-    rows = _check_shape(tensor.get("shape"), max_rows)
-    datatype = _check_datatype(tensor.get("datatype"))
+    if "name" not in tensor:
+        raise BadRequest(
+            f'inputs[0] has no "name": the model takes {_INPUT_SPEC}, such as {_INFER_EXAMPLE}'
+        )
+    if tensor["name"] != INPUT_NAME:
+        raise BadRequest(
+            f'the model takes exactly one input named "{INPUT_NAME}", got one named '
+            f'{_show(tensor["name"])}'
+        )
+    rows = _check_shape(tensor.get("shape", _MISSING), max_rows)
+    datatype = _check_datatype(tensor.get("datatype", _MISSING))
     tensor_parameters = _parameters(tensor, _INPUT)
     if "shared_memory_region" in tensor_parameters:
         raise BadRequest(
@@ -492,8 +575,15 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
 
 
 def _check_shape(shape: Any, max_rows: int) -> int:
-    """The row count N of a shape [N, 4]. Raises BadRequest, or PayloadTooLarge if N > max_rows."""
+    """The row count N of a shape [N, 4] (``_MISSING`` if absent).
+
+    Raises BadRequest, or PayloadTooLarge if N > max_rows.
+    """
     expected = f"expected [N, {N_FEATURES}] with 1 <= N <= {max_rows}"
+    if shape is _MISSING:
+        raise BadRequest(
+            f'{_INPUT} has no "shape": {expected}, such as "shape": [1, {N_FEATURES}]'
+        )
     if (
         type(shape) is not list
         or len(shape) != 2
@@ -518,9 +608,13 @@ def _check_shape(shape: Any, max_rows: int) -> int:
 
 
 def _check_datatype(datatype: Any) -> str:
-    """The input's datatype if the model accepts it. Raises BadRequest."""
+    """The input's datatype (``_MISSING`` if absent) if the model accepts it. Raises BadRequest."""
     if type(datatype) is str and datatype in INPUT_DATATYPES:
         return datatype
+    if datatype is _MISSING:
+        raise BadRequest(
+            f'{_INPUT} has no "datatype": send {_ACCEPTED}, such as "datatype": "FP32"'
+        )
     if type(datatype) is str and datatype in V2_DATATYPES:
         raise BadRequest(
             f"{_INPUT} has unsupported datatype {datatype}: send {_ACCEPTED}"
@@ -654,7 +748,9 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> list[RequestedOutp
                 f'outputs[{i}] must be an object such as {{"name": "{PROBABILITIES}"}}, '
                 f"got {_json_kind(output)}"
             )
-        name = output.get("name")
+        if "name" not in output:
+            raise BadRequest(f'outputs[{i}] has no "name": the model\'s outputs are {known}')
+        name = output["name"]
         if type(name) is not str or name not in OUTPUT_NAMES:
             raise BadRequest(f"unknown output {_show(name)}: the model's outputs are {known}")
         if any(r.name == name for r in requested):

@@ -171,12 +171,27 @@ def test_instances_at_float32_limit_accepted() -> None:
 
 
 DEEP = b"[" * 5000 + b"]" * 5000
+# A client that encodes its JSON as Latin-1: é is the one byte 0xE9, at byte offset 50.
+LATIN1 = '{"instances": [[5.1, 3.5, 1.4, 0.2]], "note": "café"}'.encode("latin-1")
 NUMPY_TOO_DEEP = b"[" * 100 + b"1" + b"]" * 100  # within orjson's depth, beyond numpy's 64 dims
 
 BAD_INSTANCES: list[tuple[str, bytes, type[SoftserveError], int, list[str]]] = [
     ("empty body", b"", BadRequest, 400, ["empty", '{"instances"']),
     ("not json", b"rows please", BadRequest, 400, ["not valid UTF-8 JSON", '{"instances"']),
-    ("not utf-8", b'{"instances": [[1, 2, 3, 4]], "\xff": 1}', BadRequest, 400, ["UTF-8"]),
+    ("not utf-8", b'{"instances": [[1, 2, 3, 4]], "\xff": 1}', BadRequest, 400,
+     ["request body is not UTF-8: byte 0xFF at offset 31 (line 1)", "encoded as UTF-8"]),
+    ("latin-1", LATIN1, BadRequest, 400,
+     ["request body is not UTF-8: byte 0xE9 at offset 50 (line 1) does not begin a valid "
+      "UTF-8 character", "send JSON encoded as UTF-8"]),
+    ("utf-8 cut short", b'{"instances": [[1, 2, 3, 4]], "caf\xc3', BadRequest, 400,
+     ["byte 0xC3 at offset 34", "cut short by the end of the request body"]),
+    # orjson counts characters: each é is two bytes, so its "char 43" is byte 46.
+    ("syntax error after multibyte text", '{"note": "ééé", "instances": [[1, 2, 3, 4]],}'.encode(),
+     BadRequest, 400, ["trailing comma is not allowed at byte offset 46 (line 1)"]),
+    ("1e400 after multibyte text", '{"é": 0, "instances": [[1, 2, 3, 1e400]]}'.encode(),
+     BadRequest, 400, ["number is infinity when parsed as double at byte offset 34"]),
+    ("syntax error on line 2", b'{\n "instances": [[1, 2, 3, 4]],\n}', BadRequest, 400,
+     ["trailing comma is not allowed at byte offset 30 (line 2)"]),
     ("utf-8 bom", b"\xef\xbb\xbf" + dumps({"instances": [[1, 2, 3, 4]]}), BadRequest, 400,
      ["BOM", "expected a JSON object"]),
     ("utf-16", json.dumps({"instances": [[1, 2, 3, 4]]}).encode("utf-16"), BadRequest, 400,
@@ -430,6 +445,11 @@ def with_outputs(outputs: Any) -> bytes:
 
 
 ROW = [1.0, 2.0, 3.0, 4.0]
+# A V2 request encoded as Latin-1: the é of its id is the one byte 0xE9, at byte offset 101.
+INFER_LATIN1 = (
+    '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], '
+    '"id": "café"}'
+).encode("latin-1")
 BAD_INFER: list[tuple[str, bytes, int | None, type[SoftserveError], int, list[str]]] = [
     ("empty body", b"", None, BadRequest, 400, ["empty", '"inputs"']),
     ("not json", b"{inputs}", None, BadRequest, 400, ["not valid UTF-8 JSON", '"inputs"']),
@@ -437,18 +457,36 @@ BAD_INFER: list[tuple[str, bytes, int | None, type[SoftserveError], int, list[st
      ["UTF-16 or UTF-32"]),
     ("utf-32", json.dumps({"inputs": []}).encode("utf-32-le"), None, BadRequest, 400,
      ["UTF-16 or UTF-32"]),
+    ("latin-1", INFER_LATIN1, None, BadRequest, 400,
+     ["inference request is not UTF-8: byte 0xE9 at offset 101 (line 1) does not begin a "
+      "valid UTF-8 character", "send JSON encoded as UTF-8"]),
+    ("syntax error after multibyte text", '{"id": "é", "inputs": [],}'.encode(), None,
+     BadRequest, 400, ["trailing comma is not allowed at byte offset 25 (line 1)"]),
     ("top-level list", dumps([ROW]), None, BadRequest, 400, ["must be a JSON object", "a list"]),
     ("deeply nested", b'{"inputs": ' + DEEP + b"}", None, BadRequest, 400, ["depth"]),
-    ("no inputs", dumps({}), None, BadRequest, 400, ['"inputs" must be a list', "got nothing"]),
-    ("inputs empty", dumps({"inputs": []}), None, BadRequest, 400, ['"inputs" must be a list']),
+    ("no inputs", dumps({}), None, BadRequest, 400,
+     ['inference request has no "inputs": "inputs" must be a list holding one input tensor '
+      'named "input", FP32, shape [N, 4], such as {"inputs": [{"name": "input"']),
+    ("inputs null", dumps({"inputs": None}), None, BadRequest, 400,
+     ['"inputs" must be a list', "got null"]),
+    ("inputs empty", dumps({"inputs": []}), None, BadRequest, 400,
+     ['"inputs" is empty: send one input tensor named "input", FP32, shape [N, 4], such as '
+      '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [']),
     ("inputs object", dumps({"inputs": {"name": "input"}}), None, BadRequest, 400,
      ['"inputs" must be a list', "an object"]),
     ("two inputs", dumps({"inputs": [{"name": "input"}, {"name": "extra"}]}), None, BadRequest,
-     400, ['exactly one input named "input"', "got 2 input(s)", '"extra"']),
+     400, ['exactly one input named "input"', 'got 2 input(s): "input", "extra"']),
+    ("two inputs, one unnamed", dumps({"inputs": [{"name": "input"}, {"shape": [1, 4]}]}), None,
+     BadRequest, 400, ['got 2 input(s): "input", one without "name"']),
     ("wrong input name", infer_with(name="features"), None, BadRequest, 400,
-     ['exactly one input named "input"', '["features"]']),
+     ['exactly one input named "input", got one named "features"']),
+    ("input name missing", infer_with(name=...), None, BadRequest, 400,
+     ['inputs[0] has no "name": the model takes one input tensor named "input"']),
+    ("input name null", infer_with(name=None), None, BadRequest, 400, ["got one named null"]),
     ("input not an object", dumps({"inputs": ["input"]}), None, BadRequest, 400,
-     ['exactly one input named "input"']),
+     ["inputs[0] must be an object", 'got the string "input"']),
+    ("second input not an object", dumps({"inputs": [{"name": "input"}, []]}), None,
+     BadRequest, 400, ["inputs[1] must be an object", "got a list"]),
     ("id not a string", dumps({"id": 5, "inputs": []}), None, BadRequest, 400,
      ['"id" must be a string', "the number 5"]),
     ("parameters not an object", dumps({"parameters": [1], "inputs": []}), None, BadRequest, 400,
@@ -456,6 +494,8 @@ BAD_INFER: list[tuple[str, bytes, int | None, type[SoftserveError], int, list[st
     ("binary_data_output not bool", dumps({"parameters": {"binary_data_output": 1}}), None,
      BadRequest, 400, ['"binary_data_output" must be true or false']),
     ("shape missing", infer_with(shape=...), None, BadRequest, 400,
+     ['input "input" has no "shape": expected [N, 4] with 1 <= N <= 5, such as "shape": [1, 4]']),
+    ("shape null", infer_with(shape=None), None, BadRequest, 400,
      ["has shape null", "expected [N, 4]"]),
     ("shape rank 1", infer_with(shape=[4]), None, BadRequest, 400,
      ["has shape [4]", "two non-negative integers"]),
@@ -497,11 +537,15 @@ BAD_INFER: list[tuple[str, bytes, int | None, type[SoftserveError], int, list[st
     ("datatype lowercase", infer_with(datatype="fp32"), None, BadRequest, 400,
      ['unknown datatype "fp32"']),
     ("datatype missing", infer_with(datatype=...), None, BadRequest, 400,
+     ['input "input" has no "datatype": send FP32 (or FP64, INT32, INT64)']),
+    ("datatype null", infer_with(datatype=None), None, BadRequest, 400,
      ["unknown datatype null"]),
     ("datatype list", infer_with(datatype=["FP32"]), None, BadRequest, 400,
      ['unknown datatype ["FP32"]']),
     ("data missing", infer_with(data=...), None, BadRequest, 400,
      ['has no "data"', "binary_data_size"]),
+    ("data null", infer_with(data=None), None, BadRequest, 400,
+     ['"data" must be a list of 4 numbers', "got null"]),
     ("data not a list", infer_with(data=1), None, BadRequest, 400,
      ['"data" must be a list of 4 numbers', "the number 1"]),
     ("data too short", infer_with(shape=[2, 4], data=ROW), None, BadRequest, 400,
@@ -567,7 +611,10 @@ BAD_INFER: list[tuple[str, bytes, int | None, type[SoftserveError], int, list[st
      ["outputs[0] must be an object", 'the string "class"']),
     ("output unknown", with_outputs([{"name": "logits"}]), None, BadRequest, 400,
      ['unknown output "logits"', '"probabilities" and "class"']),
-    ("output name missing", with_outputs([{}]), None, BadRequest, 400, ["unknown output null"]),
+    ("output name missing", with_outputs([{}]), None, BadRequest, 400,
+     ['outputs[0] has no "name": the model\'s outputs are "probabilities" and "class"']),
+    ("output name null", with_outputs([{"name": None}]), None, BadRequest, 400,
+     ["unknown output null"]),
     ("output twice", with_outputs([{"name": "class"}, {"name": "class"}]), None, BadRequest,
      400, ['output "class" is requested twice']),
     ("output binary_data not bool",
@@ -597,6 +644,11 @@ BAD_INFER: list[tuple[str, bytes, int | None, type[SoftserveError], int, list[st
 def _binary_cases() -> list[tuple[str, bytes, int | None, type[SoftserveError], int, list[str]]]:
     raw = X.tobytes()
     body, length = binary_body(raw)
+    # Small INT32 values are bytes below 0x80, valid UTF-8: orjson finds content after the JSON.
+    int32_body, int32_length = binary_body(X_INT.astype("<i4").tobytes(), datatype="INT32")
+    utf8_header = binary_body(raw, id="café")[0][: -len(raw)]
+    latin1_header = utf8_header.decode().encode("latin-1")
+    e_acute = utf8_header.index("é".encode())  # its first byte, 0xC3
     both = dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW,
                               "parameters": {"binary_data_size": 16}}]})
     cases = [
@@ -605,7 +657,19 @@ def _binary_cases() -> list[tuple[str, bytes, int | None, type[SoftserveError], 
         ("header length cuts the JSON", body, length - 1, BadRequest, 400,
          ["inference request header is not valid UTF-8 JSON"]),
         ("header length zero", body, 0, BadRequest, 400, ["inference request header is empty"]),
-        ("binary without header length", body, None, BadRequest, 400, ["not valid UTF-8 JSON"]),
+        # 5.1 as FP32 is 33 33 A3 40: 0x33 is the ASCII "3", so the first bad byte is the third.
+        ("binary without header length", body, None, BadRequest, 400,
+         [f"inference request is not UTF-8: byte 0xA3 at offset {length + 2} (line 1)",
+          "the JSON document ends before that: if binary tensor data follows it, send the "
+          "Inference-Header-Content-Length header"]),
+        ("binary UTF-8 without header length", int32_body, None, BadRequest, 400,
+         [f"unexpected content after document at byte offset {int32_length} (line 1)",
+          "send the Inference-Header-Content-Length header"]),
+        ("binary header latin-1", latin1_header + raw, len(latin1_header), BadRequest, 400,
+         [f"inference request header is not UTF-8: byte 0xE9 at offset {e_acute} (line 1)"]),
+        ("header length cuts a character", utf8_header + raw, e_acute + 1, BadRequest, 400,
+         [f"byte 0xC3 at offset {e_acute} (line 1) begins a character cut short by the end of "
+          "the inference request header"]),
         ("binary size without header", binary_body(b"")[0], None, BadRequest, 400,
          ["declares binary_data_size but the request has no Inference-Header-Content-Length"]),
         ("binary and data", both + b"\0" * 16, len(both), BadRequest, 400,

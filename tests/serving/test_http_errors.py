@@ -78,6 +78,14 @@ def _cases() -> Iterator[Any]:
         yield case(f"{p}-empty-body", "POST", path, b"", 400, "empty", "instances")
         yield case(f"{p}-not-utf8", "POST", path,
                    b'{"instances": [[5.1, 3.5, 1.4, 0.2]], "\xff": 1}', 400, "UTF-8")
+        # Latin-1 from a client: é is the one byte 0xE9 at offset 50 (orjson said "char 0").
+        yield case(f"{p}-latin1", "POST", path,
+                   '{"instances": [[5.1, 3.5, 1.4, 0.2]], "note": "café"}'.encode("latin-1"),
+                   400, "not UTF-8", "byte 0xE9 at offset 50", "send JSON encoded as UTF-8")
+        # Each é is two bytes: the trailing comma is at byte 46 (orjson said "char 43").
+        yield case(f"{p}-syntax-error-after-multibyte", "POST", path,
+                   '{"note": "ééé", "instances": [[1, 2, 3, 4]],}'.encode(), 400,
+                   "trailing comma", "at byte offset 46")
         yield case(f"{p}-utf16-bom", "POST", path,
                    json.dumps(GOOD_INSTANCES).encode("utf-16"), 400, "UTF-16", "UTF-8")
         yield case(f"{p}-utf16-no-bom", "POST", path,
@@ -139,6 +147,11 @@ def _cases() -> Iterator[Any]:
                '"inputs"')
     yield case("v2-empty-body", "POST", INFER, b"", 400, "empty")
     yield case("v2-not-utf8", "POST", INFER, v2()[:-1] + b', "id": "\xc3\x28"}', 400, "UTF-8")
+    # é in Latin-1 is the one byte 0xE9, here at offset 109 (orjson said "char 0").
+    yield case("v2-latin1", "POST", INFER,
+               ('{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
+                '"data": [5.1, 3.5, 1.4, 0.2]}], "id": "café"}').encode("latin-1"), 400,
+               "not UTF-8", "byte 0xE9 at offset 109", "send JSON encoded as UTF-8")
     yield case("v2-utf16-bom", "POST", INFER, v2().decode().encode("utf-16"), 400, "UTF-16")
     yield case("v2-utf16-be-no-bom", "POST", INFER, v2().decode().encode("utf-16-be"), 400,
                "UTF-16")
@@ -152,6 +165,17 @@ def _cases() -> Iterator[Any]:
     yield case("v2-two-inputs", "POST", INFER,
                json.dumps({"inputs": [json.loads(v2())["inputs"][0]] * 2}).encode(), 400,
                "exactly one input", "2 input(s)")
+    yield case("v2-inputs-empty", "POST", INFER, b'{"inputs": []}', 400, '"inputs" is empty',
+               'one input tensor named "input", FP32, shape [N, 4]', '"data": [')
+    for key in ("name", "shape", "datatype", "data"):
+        tensor = {k: v for k, v in json.loads(v2())["inputs"][0].items() if k != key}
+        yield case(f"v2-no-{key}-key", "POST", INFER, json.dumps({"inputs": [tensor]}).encode(),
+                   400, f'has no "{key}"')
+    yield case("v2-no-datatype-names-the-accepted", "POST", INFER,
+               json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "data": ROW}]}).encode(),
+               400, 'has no "datatype"', "FP32 (or FP64, INT32, INT64)")
+    yield case("v2-output-without-name", "POST", INFER, v2(outputs=[{}]), 400,
+               'outputs[0] has no "name"')
     yield case("v2-no-data", "POST", INFER,
                json.dumps({"inputs": [{"name": "input", "shape": [1, 4],
                                        "datatype": "FP32"}]}).encode(), 400, 'no "data"')
@@ -243,6 +267,15 @@ def _cases() -> Iterator[Any]:
                "binary_data_size")
     body, headers = v2_binary(FP32_ROW)
     yield case("v2-binary-data-without-header", "POST", INFER, body, 400, "JSON")
+    # 5.1 as FP32 is 33 33 A3 40: the first byte that is not UTF-8 is the third of the data.
+    yield case("v2-binary-data-without-header-says-where", "POST", INFER, body, 400,
+               f"byte 0xA3 at offset {int(headers[HEADER_LENGTH]) + 2}",
+               f"send the {HEADER_LENGTH} header")
+    header = ('{"id": "café", "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
+              '"parameters": {"binary_data_size": 16}}]}').encode("latin-1")
+    yield case("v2-binary-header-latin1", "POST", INFER, header + FP32_ROW, 400,
+               "inference request header is not UTF-8", "byte 0xE9 at offset 11",
+               headers={HEADER_LENGTH: str(len(header))})
     for name, value in [("letters", "abc"), ("negative", "-5"), ("float", "1.5"),
                         ("empty", ""), ("huge", "9" * 40)]:
         body, headers = v2_binary(FP32_ROW, header_length=value)
