@@ -66,6 +66,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if telemetry is not None:
         telemetry.start()
     app.extensions["softserve"] = repository  # for in-process tools (bench/micro.py)
+    app.extensions["softserve.telemetry"] = telemetry  # closed by gunicorn.conf's worker_exit
     register_error_handlers(app)
     inference = Inference(config, repository)
     app.register_blueprint(ops.blueprint(config, repository))

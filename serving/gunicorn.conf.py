@@ -3,7 +3,8 @@
 This file is the one place that prepares the server process: SOFTSERVE_BIND (default
 0.0.0.0:8080), SOFTSERVE_WORKERS (default: the CPU count) and the Prometheus multiprocess
 directory (SOFTSERVE_METRICS_DIR, default a fresh temporary directory), which must exist before
-any worker imports prometheus-client.
+any worker imports prometheus-client. Its hooks clean that directory at start, flush an exiting
+worker's metrics and stop its threads (worker_exit), and drop a dead worker's live gauges.
 """
 
 import glob
@@ -34,7 +35,15 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 _metrics_dir = os.environ.get("SOFTSERVE_METRICS_DIR")
 _own_metrics_dir = not _metrics_dir
 if _own_metrics_dir:
-    _metrics_dir = tempfile.mkdtemp(prefix="softserve-metrics-")
+    # A HUP makes the master read this file again: it keeps the directory it made the first
+    # time, where its workers' figures are (a new one would lose them, and leak the old one).
+    # The pid tells this master from a new one started by USR2, which inherits the environment.
+    _made_pid, _, _made = os.environ.get("SOFTSERVE_METRICS_DIR_MADE", "").partition(":")
+    if _made_pid == str(os.getpid()) and os.path.isdir(_made):
+        _metrics_dir = _made
+    else:
+        _metrics_dir = tempfile.mkdtemp(prefix="softserve-metrics-")
+        os.environ["SOFTSERVE_METRICS_DIR_MADE"] = f"{os.getpid()}:{_metrics_dir}"
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
@@ -43,6 +52,20 @@ def on_starting(server):
     os.makedirs(_metrics_dir, exist_ok=True)
     for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
         os.remove(path)
+
+
+def worker_exit(server, worker):
+    # Runs in a worker that leaves its loop: a graceful stop (SIGTERM, HUP, max_requests) or a
+    # quick one (SIGQUIT, SIGINT). The telemetry holds what was recorded since its last periodic
+    # flush: flush it, or those figures are lost. A SIGKILLed worker runs no hook: it loses at
+    # most SOFTSERVE_METRICS_FLUSH_SECONDS of figures. gunicorn logs what this raises.
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None) or {}
+    telemetry = extensions.get("softserve.telemetry")
+    if telemetry is not None:
+        telemetry.close()
+    repository = extensions.get("softserve")
+    if repository is not None:
+        repository.close()
 
 
 def child_exit(server, worker):

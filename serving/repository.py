@@ -267,5 +267,11 @@ class ModelRepository:
         self._watcher = threading.Thread(target=loop, name="softserve-watch", daemon=True)
         self._watcher.start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the watcher: no scan starts after this, and one in progress is waited for
+        ``timeout`` seconds at most (the thread is a daemon: it cannot hold the process).
+        Raises nothing."""
         self._stop.set()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout)

@@ -215,8 +215,14 @@ class Telemetry:
         self._thread = threading.Thread(target=loop, name="softserve-metrics", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the flush thread (waiting ``timeout`` seconds at most for a flush in progress)
+        and flush what is pending, so that an exiting worker loses nothing. Safe to call twice.
+        Raises nothing of its own (whatever prometheus-client raises writing its files)."""
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
         self.flush()
 
     # --- reading --------------------------------------------------------------------------------

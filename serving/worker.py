@@ -19,7 +19,14 @@ only then runs the application, in the loop's own thread. So:
   ``SOFTSERVE_REQUEST_TIMEOUT`` without progress;
 - bytes held for unfinished requests are capped per worker (4 x ``SOFTSERVE_MAX_BODY_BYTES``);
   past it a new request is answered 503;
-- malformed HTTP is answered with a JSON error, like everything else.
+- malformed HTTP is answered with a JSON error, like everything else;
+- empty lines before a request (a stray CRLF, e.g. after a POST body) are ignored (RFC 9112
+  2.2): they neither start the request timer nor keep an idle connection open longer;
+- a connection closed after an answer (an error, ``Connection: close``) is not simply closed:
+  closing a socket with unread bytes makes the kernel send RST, and a client still sending its
+  body could lose the answer. The worker half-closes (FIN after the answer), then reads and drops
+  what the client still sends, for ``LINGER_SECONDS`` and ``max(LINGER_BYTES, max body)`` at
+  most, in the loop like any other read, until the client closes too (RFC 9112 9.6).
 
 HTTP parsing, the WSGI environ and the response framing are gunicorn's own (``RequestParser``,
 ``wsgi.create``, ``Response``), fed from the buffer. Not supported: TLS (terminate it in a proxy)
@@ -55,6 +62,10 @@ HEADER_LIMIT = 64 * 1024  # bytes before the blank line that ends a request's he
 RECV_BYTES = 256 * 1024
 STOP_LINGER = 2.0  # a stopping worker keeps idle connections this long for requests in flight
 SWEEP_SECONDS = 0.25  # how often deadlines are checked
+# After an answer that closes the connection, what the client still sends is read and dropped
+# for this long at most, and this many bytes at most (or the largest body allowed, if more).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _READ = selectors.EVENT_READ
@@ -84,7 +95,7 @@ class _Output:
 
 class _Conn:
     __slots__ = ("sock", "addr", "server", "buf", "deadline", "started", "out", "close_after",
-                 "continued", "progress")
+                 "continued", "progress", "linger")
 
     def __init__(self, sock: socket.socket, addr, server) -> None:
         self.sock = sock
@@ -97,6 +108,7 @@ class _Conn:
         self.close_after = False
         self.continued = False  # "100 Continue" sent for the request being read
         self.progress = [0, 0]  # where the scan of a chunked body being read stopped
+        self.linger: int | None = None  # answered and half-closed: bytes still to drop
 
 
 class BadFraming(Exception):
@@ -118,6 +130,14 @@ def _header(head: bytes, name: bytes) -> bytes | None:
         raise BadFraming(400, f"more than one {name.decode()} header")
     end = head.find(b"\r\n", at + len(key))
     return head[at + len(key): end if end >= 0 else len(head)].strip()
+
+
+def empty_lines(buf: bytes | bytearray) -> int:
+    """How many bytes at the start of ``buf`` are empty lines, which RFC 9112 2.2 lets a server
+    ignore before a request line: CRLF, or a bare LF (with any CRs before it). CRs at the very
+    end are not counted: their LF may not have arrived yet. Raises nothing."""
+    blank = len(buf) - len(buf.lstrip(b"\r\n"))
+    return buf.rfind(b"\n", 0, blank) + 1
 
 
 def request_end(buf: bytearray, max_body: int,
@@ -264,6 +284,8 @@ class BufferingWorker(base.Worker):
         self.max_body = settings.max_body_bytes
         self.buffer_budget = 4 * settings.max_body_bytes
         self.buffered = 0  # bytes held in buffers of unfinished requests, summed over connections
+        self.linger_bytes = max(LINGER_BYTES, settings.max_body_bytes)
+        self.scratch = bytearray(RECV_BYTES)  # where a lingering connection's bytes are dropped
         self.conns: dict[int, _Conn] = {}
         self.selector = selectors.DefaultSelector()
         self.accepting = False
@@ -370,7 +392,9 @@ class BufferingWorker(base.Worker):
 
     def _sweep(self, now: float) -> None:
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
-            if conn.out is not None:
+            if conn.linger is not None:
+                self._close(conn)
+            elif conn.out is not None:
                 self.log.info("closing connection from %s: stalled taking its answer for %g s",
                               conn.addr, self.request_timeout)
                 self._close(conn)
@@ -417,6 +441,9 @@ class BufferingWorker(base.Worker):
             pass
 
     def _read(self, conn: _Conn) -> None:
+        if conn.linger is not None:
+            self._drain(conn)
+            return
         try:
             data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -425,21 +452,62 @@ class BufferingWorker(base.Worker):
             self._close(conn)
             return
         if not data:  # the client is done sending; it may still be reading
-            if conn.buf and conn.out is None:
+            if conn.started and conn.out is None:
                 self._answer_and_close(conn, 400, "the connection ended inside a request")
             else:
                 self._close(conn)
             return
-        if not conn.started:
-            conn.started = True
-            conn.deadline = time.monotonic() + self.request_timeout
         if self.buffered + len(data) > self.buffer_budget and len(conn.buf) + len(data) > 65536:
             self._answer_and_close(conn, 503, "the server is holding too many unfinished "
                                               "requests; retry later")
             return
         conn.buf += data
         self.buffered += len(data)
+        if not conn.started:
+            self._skip_empty_lines(conn)
+            if not conn.started:  # empty lines only: still idle, under the idle deadline
+                return
+            conn.deadline = time.monotonic() + self.request_timeout
         self._serve_buffered(conn)
+
+    def _skip_empty_lines(self, conn: _Conn) -> None:
+        """Drop the empty lines that precede the next request in ``conn.buf``; it has started
+        once anything else (but a CR that may begin a CRLF) is there."""
+        skip = empty_lines(conn.buf)
+        if skip:
+            del conn.buf[:skip]
+            self.buffered -= skip
+        conn.started = bool(conn.buf) and conn.buf != b"\r"
+
+    def _linger(self, conn: _Conn) -> None:
+        """Close ``conn`` once its last answer is written, without losing that answer to an
+        RST: half-close, then drop what the client still sends (``_drain``) until it closes,
+        for LINGER_SECONDS and ``linger_bytes`` at most (``_sweep``)."""
+        self.buffered -= len(conn.buf)
+        conn.buf.clear()
+        conn.started = False
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.linger = self.linger_bytes
+        conn.deadline = time.monotonic() + LINGER_SECONDS
+
+    def _drain(self, conn: _Conn) -> None:
+        """Read and drop what a lingering connection's client sent; close at its end or past
+        the byte budget."""
+        try:
+            got = conn.sock.recv_into(self.scratch)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        assert conn.linger is not None
+        conn.linger -= got
+        if not got or conn.linger < 0:
+            self._close(conn)
 
     def _serve_buffered(self, conn: _Conn) -> None:
         """Answer the request(s) complete in ``conn.buf``, until an answer cannot be written at
@@ -475,16 +543,17 @@ class BufferingWorker(base.Worker):
                 conn.buf.clear()
             conn.continued = False
             answer = self._handle(conn, raw, body, chunked)
-            conn.started = bool(conn.buf)
+            self._skip_empty_lines(conn)
             if not self._send(conn, answer):
                 return
 
     def _after_answer(self, conn: _Conn) -> bool:
-        """An answer is out: close, or wait for the next request. False if closed."""
+        """An answer is out: close (lingering), or wait for the next request. False if
+        closing."""
         if conn.close_after:
-            self._close(conn)
+            self._linger(conn)
             return False
-        conn.deadline = time.monotonic() + (self.request_timeout if conn.buf
+        conn.deadline = time.monotonic() + (self.request_timeout if conn.started
                                             else self._idle_seconds())
         return True
 

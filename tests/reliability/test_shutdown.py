@@ -1,4 +1,5 @@
-"""Graceful shutdown: SIGTERM to the gunicorn master under load.
+"""Graceful shutdown: SIGTERM to the gunicorn master under load; a worker's exit keeps the
+figures it had not flushed, and closing the app stops its threads.
 
 Clients send requests on raw sockets, one connection each, and record their local port; the
 server's workers log the peer port of every connection they accept (the accept hook in
@@ -13,6 +14,7 @@ hooks/sitecustomize.py). That splits every attempt that did not get its answer i
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -22,8 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import (HOOKS, WORKER_CLASSES, http_request, log_problems,
-                                        parse_response, start, wait_for_workers, wait_until)
+from serving import create_app
+from tests.reliability.conftest import (HOOKS, ROW, WORKER_CLASSES, call, http_request,
+                                        log_problems, metric_total, metrics, parse_response,
+                                        start, stop_checked, wait_for_workers, wait_until,
+                                        worker_pids)
 
 CLIENTS = 16
 BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * 2000}).encode()  # a few ms of work
@@ -141,3 +146,64 @@ def test_accept_hook_sees_every_connection(iris_repository: Path, tmp_path: Path
     finally:
         server.stop()
     assert HOOKS.is_dir()
+
+
+# --- a worker's exit: what it recorded and had not flushed ----------------------------------------
+
+SENT = 7
+
+
+@pytest.mark.parametrize(("worker_class", "exit_by"), [
+    ("softserve", "SIGTERM"), ("sync", "SIGTERM"), ("softserve", "max-requests"),
+    ("softserve", "HUP")])
+def test_a_worker_that_exits_keeps_the_figures_it_had_not_flushed(
+        worker_class: str, exit_by: str, iris_repository: Path, tmp_path: Path) -> None:
+    """Metrics are flushed once an hour here: the first worker's requests reach /metrics only if
+    its exit flushes them (the worker_exit hook). /metrics, served by its successor, must count
+    every request sent. (A SIGKILLed worker runs no hook: it loses what it recorded since its
+    last flush, SOFTSERVE_METRICS_FLUSH_SECONDS at most.)"""
+    env = {"SOFTSERVE_METRICS_FLUSH_SECONDS": "3600"}
+    if exit_by == "max-requests":  # start()'s readiness checks count too: a few less are sent
+        env["GUNICORN_CMD_ARGS"] = f"--max-requests {SENT}"
+    server = start(iris_repository, tmp_path, worker_class=worker_class, workers=1, env=env)
+    try:
+        (first,) = wait_for_workers(server, 1)
+        for _ in range(SENT):
+            assert call(server.url + "/predict", ROW)[0] == 200
+        if exit_by == "SIGTERM":
+            os.kill(first, signal.SIGTERM)
+        elif exit_by == "HUP":  # new workers, then the old ones stopped gracefully
+            server.process.send_signal(signal.SIGHUP)
+
+        def replaced() -> None:
+            assert worker_pids(server) != [first]
+            assert wait_for_workers(server, 1) != [first]
+        wait_until(replaced, timeout=60)
+        counted = metric_total(metrics(server), "softserve_requests_total", route="/predict",
+                               code="200")
+        assert counted == SENT, f"{counted} of {SENT} requests counted"
+        assert f"Worker exiting (pid: {first})" in server.log()
+    finally:
+        stop_checked(server)
+
+
+def test_closing_the_app_flushes_its_figures_and_stops_its_threads(
+        iris_repository: Path) -> None:
+    """What the worker_exit hook closes (serving/gunicorn.conf.py): the telemetry (flushed) and
+    the repository (its watcher thread stopped), as create_app leaves them in app.extensions."""
+    before = set(threading.enumerate())
+    app = create_app({"model_repository": iris_repository, "poll_seconds": 0.01,
+                      "metrics_flush_seconds": 3600})
+    threads = set(threading.enumerate()) - before
+    assert sorted(t.name for t in threads) == ["softserve-metrics", "softserve-watch"], threads
+    response = app.test_client().post("/predict", data=ROW,
+                                      headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.data
+    telemetry = app.extensions["softserve.telemetry"]
+    labels = {"route": "/predict", "method": "POST", "model": "iris", "version": "1",
+              "code": "200"}
+    assert telemetry.registry.get_sample_value("softserve_requests_total", labels) is None
+    telemetry.close()
+    app.extensions["softserve"].close()
+    assert [t.name for t in threads if t.is_alive()] == []
+    assert telemetry.registry.get_sample_value("softserve_requests_total", labels) == 1

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import struct
+import threading
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.telemetry import Telemetry
 from tests.conftest import Server, start_server, wait_until
 
 ROW = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
@@ -215,3 +217,24 @@ def test_buffered_access_log_waits_for_the_flush_and_loses_nothing(
     assert [json.loads(line)["path"] for line in lines] == [f"/x/{i}" for i in range(100)]
     flush()
     assert capfd.readouterr().out == ""
+
+
+def test_close_stops_the_flush_thread_and_flushes_what_is_pending() -> None:
+    """What gunicorn.conf's worker_exit relies on: nothing recorded is lost at close, the
+    thread is gone when close returns, and a second close adds nothing."""
+    before = set(threading.enumerate())
+    telemetry = Telemetry(flush_seconds=3600)
+    telemetry.start()
+    (thread,) = set(threading.enumerate()) - before
+    telemetry.request_started()
+    telemetry.request_finished("/predict", "POST", 200, 0.001, 50, 80, ("iris", "1"),
+                               (1, 0.0001, 0.0002, 0.0001))
+    labels = {"route": "/predict", "method": "POST", "model": "iris", "version": "1",
+              "code": "200"}
+    assert telemetry.registry.get_sample_value("softserve_requests_total", labels) is None
+    telemetry.close()
+    assert not thread.is_alive()
+    telemetry.close()
+    assert telemetry.registry.get_sample_value("softserve_requests_total", labels) == 1
+    assert telemetry.registry.get_sample_value("softserve_predicted_rows_total",
+                                               {"model": "iris", "version": "1"}) == 1

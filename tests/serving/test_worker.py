@@ -1,11 +1,13 @@
 """softserve's gunicorn worker (serving/worker.py, ``serving.worker.BufferingWorker``).
 
-``request_end`` — where the first request in a buffer ends — is a pure function, tested directly.
-Everything else runs against a real gunicorn on 127.0.0.1 with the worker as its default worker
-class: keep-alive, pipelining, ``Expect: 100-continue``, chunked and trickled bodies, malformed
-HTTP answered as JSON, HTTP/1.0, and the idle and request timeouts (a 1-worker server of its own
-with ``--keep-alive 1`` and ``SOFTSERVE_REQUEST_TIMEOUT=1``). Raw sockets, so that exactly the
-bytes under test go on the wire, and http.client where a real client is the point.
+``request_end`` — where the first request in a buffer ends — and ``empty_lines`` — the empty
+lines before a request, ignored — are pure functions, tested directly. Everything else runs
+against a real gunicorn on 127.0.0.1 with the worker as its default worker class: keep-alive,
+pipelining, ``Expect: 100-continue``, chunked and trickled bodies, malformed HTTP answered as
+JSON, HTTP/1.0, the idle and request timeouts (a 1-worker server of its own with
+``--keep-alive 1`` and ``SOFTSERVE_REQUEST_TIMEOUT=1``), and closing answers that a client still
+sending its body can read (no RST). Raw sockets, so that exactly the bytes under test go on the
+wire, and http.client where a real client is the point.
 
 These tests found four bugs in the worker's first version, now fixed: chunk sizes framed more
 loosely than gunicorn's reader (``0x5``, ``+5``, no CRLF after the data: a request-smuggling
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import time
 from collections.abc import Iterable, Iterator
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.worker import CONTINUE, HEADER_LIMIT, BadFraming, request_end
+from serving.worker import CONTINUE, HEADER_LIMIT, BadFraming, empty_lines, request_end
 from tests.conftest import Server, start_server
 from tests.reliability.conftest import (ROW, V2_ROW, RawResponse, assert_json_error,
                                         http_request, parse_response, raw_exchange)
@@ -260,6 +263,32 @@ def test_request_end_waits_for_a_body_chunked_after_other_codings(coding: bytes)
     assert found is None
 
 
+EMPTY_LINES = {
+    b"": 0,
+    b"GET / HTTP/1.1": 0,
+    b"\r\n": 2,
+    b"\n": 1,
+    b"\r\n\r\nGET / HTTP/1.1": 4,
+    b"\n\nGET / HTTP/1.1": 2,
+    b"\r\n\nGET / HTTP/1.1": 3,
+    b"\r\r\nGET / HTTP/1.1": 3,  # a bare LF with CRs before it (RFC 9112 2.2)
+    b"\r": 0,  # the start of a CRLF, maybe: not yet
+    b"\r\n\r": 2,
+    b"\rGET / HTTP/1.1": 0,  # a CR alone is no empty line: the request is malformed
+    b" \r\nGET / HTTP/1.1": 0,
+    b"\r\n \r\n": 2,
+}
+
+
+@pytest.mark.parametrize(("buf", "blank"), EMPTY_LINES.items(), ids=map(repr, EMPTY_LINES))
+def test_empty_lines_counts_the_empty_lines_before_a_request(buf: bytes, blank: int) -> None:
+    assert empty_lines(buf) == empty_lines(bytearray(buf)) == blank
+
+
+def test_empty_lines_takes_a_flood_at_once() -> None:
+    assert empty_lines(b"\r\n" * 100_000 + b"GET") == 200_000
+
+
 # --------------------------------------------------------------------------- the session server
 
 
@@ -433,6 +462,27 @@ def test_malformed_http_gets_a_json_error_and_the_connection_closes(
     assert answer.headers.get("connection", "").lower() == "close", answer.headers
 
 
+@pytest.mark.parametrize("blank", [b"\r\n", b"\r\n\r\n", b"\n", b"\n\r\n"],
+                         ids=["CRLF", "2 CRLF", "LF", "LF CRLF"])
+def test_empty_lines_before_a_request_are_ignored(server: Server, blank: bytes) -> None:
+    answers = exchange(server.port, [blank + http_request("GET", "/v2/health/live")])
+    assert [(a.status, a.body) for a in answers] == [(200, LIVE)], answers
+    # Sent on their own first, then the request.
+    answers = exchange(server.port, [blank, http_request("GET", "/v2/health/live")], pause=0.05)
+    assert [(a.status, a.body) for a in answers] == [(200, LIVE)], answers
+
+
+@pytest.mark.parametrize("blank", [b"\r\n", b"\n"], ids=["CRLF", "LF"])
+def test_an_empty_line_after_a_body_is_not_the_next_request(server: Server,
+                                                             blank: bytes) -> None:
+    """Some old clients send an extra CRLF after a POST body (RFC 9112 2.2)."""
+    predict = http_request("POST", "/predict", ROW).replace(b"Connection: close\r\n", b"")
+    answers = exchange(server.port, [predict + blank + http_request("GET", "/v2/health/live")])
+    assert [a.status for a in answers] == [200, 200], answers
+    assert_prediction(answers[0])
+    assert answers[1].body == LIVE
+
+
 def test_http_1_0_without_keep_alive_is_closed_after_its_answer(server: Server) -> None:
     answers = exchange(server.port, [b"GET /v2/health/live HTTP/1.0\r\n\r\n"])
     assert [(a.status, a.body) for a in answers] == [(200, LIVE)], answers
@@ -495,3 +545,115 @@ def test_a_request_not_whole_within_the_request_timeout_gets_408(short_timeouts:
     answers = exchange(short_timeouts.port, [http_request("POST", "/predict", ROW)])
     assert len(answers) == 1
     assert_prediction(answers[0])
+
+
+def test_a_flood_of_empty_lines_is_closed_at_the_idle_timeout(short_timeouts: Server) -> None:
+    """Empty lines start no request: a client sending nothing else is closed once its kept-alive
+    connection has been idle for the keep-alive time, quietly (no 408), as if it sent nothing."""
+    with socket.create_connection(("127.0.0.1", short_timeouts.port), timeout=10) as sock:
+        sock.sendall(NEXT)
+        assert split_responses(recv_head(sock) + sock.recv(len(LIVE)))[0].body == LIVE
+        received, closed = b"", False
+        for _ in range(300):  # 30 s at most: keep-alive is 1 s
+            try:
+                sock.sendall(b"\r\n")
+                if not select.select([sock], [], [], 0.1)[0]:
+                    continue
+                received = sock.recv(65536)
+            except OSError:  # reset: the server closed with CRLFs unread
+                pass
+            closed = True
+            break
+    assert closed and received == b"", received
+
+
+# ------------------------------------------------ the server's own timeouts and limits, longer
+
+
+@pytest.fixture(scope="module")
+def patient(iris_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One worker, idle connections closed after 10 s, requests given 2 s to arrive whole, and
+    bodies of 100 kB at most (so the buffers of unfinished requests are capped at 400 kB)."""
+    srv = start_server(iris_repository, tmp_path_factory.mktemp("worker"), workers=1,
+                       env={"GUNICORN_CMD_ARGS": "--keep-alive 10",
+                            "SOFTSERVE_REQUEST_TIMEOUT": "2",
+                            "SOFTSERVE_MAX_BODY_BYTES": "100000"})
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def test_a_stray_crlf_on_an_idle_connection_starts_no_request_timer(patient: Server) -> None:
+    with socket.create_connection(("127.0.0.1", patient.port), timeout=30) as sock:
+        sock.sendall(NEXT)
+        assert split_responses(recv_head(sock) + sock.recv(len(LIVE)))[0].body == LIVE
+        sock.sendall(b"\r\n")
+        # Twice the request timeout, well within keep-alive: no 408, no close.
+        readable, _, _ = select.select([sock], [], [], 4)
+        assert not readable, sock.recv(65536)
+        sock.sendall(b"\r\n" + NEXT)
+        answer = split_responses(recv_head(sock) + sock.recv(len(LIVE)))[0]
+    assert (answer.status, answer.body) == (200, LIVE), answer
+
+
+HEAD_99K = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99000\r\n\r\n"
+
+
+def answer_while_sending(port: int, first: bytes) -> RawResponse:
+    """Send ``first`` on a new connection; once the server's answer has arrived (unread), go on
+    sending 512 kB, as a client busy writing its body does; then read until the end. The
+    answer, with the first error the socket gave, sending or reading."""
+    error = None
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(first)
+        assert select.select([sock], [], [], 30)[0], "no answer within 30 s"
+        try:
+            for _ in range(8):
+                sock.sendall(b"x" * 65536)
+        except OSError as exc:
+            error = f"sending after the answer: {type(exc).__name__}: {exc}"
+        received = []
+        try:
+            while chunk := sock.recv(65536):
+                received.append(chunk)
+        except OSError as exc:
+            error = error or f"reading: {type(exc).__name__}: {exc}"
+    return parse_response(b"".join(received), error)
+
+
+CLOSING_ANSWERS = {
+    "408, body not whole in time": (HEAD_99K + b" " * 1000, 408),
+    "413 of the app, body over the limit": (message(b"Content-Length: 1000000",
+                                                    body=b" " * 200_000), 413),
+    "400, bad framing": (message(b"Content-Length: five", body=b"hello"), 400),
+}
+
+
+@pytest.mark.parametrize(("first", "status"), CLOSING_ANSWERS.values(),
+                         ids=CLOSING_ANSWERS.keys())
+def test_a_closing_answer_reaches_a_client_still_sending(patient: Server, first: bytes,
+                                                         status: int) -> None:
+    """The connection is half-closed after the answer and what the client still sends is read
+    and dropped: no RST, which would break the client's writes and could lose the answer."""
+    answer = answer_while_sending(patient.port, first)
+    assert answer.status == status, answer
+    assert answer.error is None, answer.error
+    assert_json_error(answer.status, answer.body, answer.headers)
+    assert answer.headers.get("connection", "").lower() == "close", answer.headers
+
+
+def test_a_503_for_too_many_unfinished_requests_reaches_a_client_still_sending(
+        patient: Server) -> None:
+    holders = []
+    try:
+        for _ in range(4):  # 4 x 90 kB held for unfinished requests: within the 400 kB cap
+            sock = socket.create_connection(("127.0.0.1", patient.port), timeout=30)
+            holders.append(sock)
+            sock.sendall(HEAD_99K + b" " * 90_000)
+        time.sleep(0.5)  # for the worker to read them (the 5th must be the one over the cap)
+        answer = answer_while_sending(patient.port, HEAD_99K + b" " * 90_000)
+    finally:
+        for sock in holders:
+            sock.close()
+    assert answer.status == 503, answer
+    assert answer.error is None, answer.error
+    assert_json_error(answer.status, answer.body, answer.headers)
