@@ -1,7 +1,9 @@
 """gunicorn settings for softserve; gunicorn's own command-line flags still override them.
 
-This file is the one place that prepares the server process: SOFTSERVE_BIND (default
-0.0.0.0:8080), SOFTSERVE_WORKERS (default: the CPU count) and the Prometheus multiprocess
+This file is the one place that prepares the server process: the address (SOFTSERVE_BIND, else
+SOFTSERVE_HOST_IP:SOFTSERVE_PORT, default 127.0.0.1:8080 — the server has no authentication, so
+it is not on the network unless asked; the images set SOFTSERVE_BIND=0.0.0.0:8080 inside their
+own network), SOFTSERVE_WORKERS (default: the CPU count) and the Prometheus multiprocess
 directory (SOFTSERVE_METRICS_DIR, default a fresh temporary directory), which must exist before
 any worker imports prometheus-client. Its hooks clean that directory at start, flush an exiting
 worker's metrics and stop its threads (worker_exit), and drop a dead worker's live gauges.
@@ -12,7 +14,8 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("SOFTSERVE_BIND") or "0.0.0.0:8080"
+_host = os.environ.get("SOFTSERVE_HOST_IP") or "127.0.0.1"
+bind = os.environ.get("SOFTSERVE_BIND") or f"{_host}:{os.environ.get('SOFTSERVE_PORT') or 8080}"
 workers = int(os.environ.get("SOFTSERVE_WORKERS") or os.cpu_count() or 1)
 # Each worker builds its own app — and its onnxruntime sessions — after the fork.
 preload_app = False
@@ -52,6 +55,30 @@ def on_starting(server):
     os.makedirs(_metrics_dir, exist_ok=True)
     for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
         os.remove(path)
+
+
+def post_worker_init(worker):
+    # Once the last worker of the first batch has its models loaded: one line that says the
+    # server is ready and what to try (a restarted worker is older than that and says nothing).
+    if worker.age != worker.cfg.workers:
+        return
+    repository = worker.wsgi.extensions["softserve"]
+    address = worker.cfg.address[0]
+    if isinstance(address, str):  # a unix socket
+        url = f"http://localhost (unix socket {address})"
+    else:
+        host = "127.0.0.1" if address[0] in ("0.0.0.0", "::", "") else address[0]
+        url = f"http://{f'[{host}]' if ':' in host else host}:{address[1]}"
+    model = repository.predict_model
+    features = len(repository.models[model].latest.feature_names) if model in \
+        repository.models and repository.models[model].latest else 4
+    row = [5.1, 3.5, 1.4, 0.2] if features == 4 else [0.0] * features
+    print(f"softserve ready on {url} ({worker.cfg.workers} workers; models: "
+          f"{', '.join(sorted(repository.models)) or 'none yet'}"
+          f"{f'; POST /predict serves {model}' if model else ''})\n"
+          f"  API docs:  {url}/docs\n"
+          f"  try:       curl -s {url}/predict -d '{{\"instances\": [{row}]}}'\n"
+          f"  models:    curl -s -X POST {url}/v2/repository/index", flush=True)
 
 
 def worker_exit(server, worker):
