@@ -13,11 +13,12 @@ from typing import Any
 from flask import Flask, Request
 
 from serving.config import Config
-from serving.errors import register_error_handlers
+from serving.routes.responses import register_error_handlers
 from serving.fastpath import FastPath
 from serving.repository import ModelRepository
-from serving.routes import ModelNameConverter, docs, metrics, ops, simple, v1, v2
+from serving.routes import Handlers, ModelNameConverter, docs, metrics, ops, v1, v2
 from serving.routes.inference import Inference
+from serving.routes.table import ROUTES
 from serving.telemetry import REQUEST_KEY, JsonFormatter, ObservedApp, Telemetry
 
 __version__ = "0.1.0"
@@ -40,6 +41,18 @@ class _Request(Request):
     def __init__(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         super().__init__(environ, *args, **kwargs)
         environ[REQUEST_KEY] = self  # Flask clears werkzeug's own key when it is done
+
+
+def _check_handlers(handlers: Handlers) -> None:
+    """Every endpoint of the route table has a handler, and every handler a route.
+
+    Raises RuntimeError naming the difference (a programming error, caught at start-up).
+    """
+    endpoints = {route.endpoint for route in ROUTES}
+    if missing := endpoints - set(handlers):
+        raise RuntimeError(f"routes without a handler: {sorted(missing)}")
+    if unrouted := set(handlers) - endpoints:
+        raise RuntimeError(f"handlers without a route: {sorted(unrouted)}")
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -69,16 +82,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["softserve.telemetry"] = telemetry  # closed by gunicorn.conf's worker_exit
     register_error_handlers(app)
     inference = Inference(config, repository)
-    app.register_blueprint(ops.blueprint(config, repository))
-    app.register_blueprint(simple.blueprint(inference))
-    app.register_blueprint(v1.blueprint(repository, inference))
-    app.register_blueprint(v2.blueprint(repository, inference))
-    app.register_blueprint(metrics.blueprint(config, repository, telemetry))
-    app.register_blueprint(docs.blueprint())
+    handlers: Handlers = {**ops.handlers(config, repository), **v1.handlers(repository),
+                          **v2.handlers(repository), **metrics.handlers(repository, telemetry),
+                          **docs.handlers(), **inference.handlers()}
+    _check_handlers(handlers)
+    # The route table is the URL map: Flask gets every route but the hot ones, which the hot
+    # path answers whole (every method) in front of it.
+    for route in ROUTES:
+        if not route.hot:
+            app.add_url_rule(route.rule, route.endpoint, handlers[route.endpoint],
+                             methods=list(route.methods))
     access_log = config.access_log and \
         logging.getLevelName(config.log_level.upper()) <= logging.INFO
     # Outermost first: observe everything; answer inference POSTs without Flask's machinery.
-    observed = ObservedApp(FastPath(app.wsgi_app, inference), telemetry, access_log)
+    observed = ObservedApp(FastPath(app.wsgi_app, [r for r in ROUTES if r.hot], handlers),
+                           telemetry, access_log)
     app.wsgi_app = observed  # type: ignore[method-assign]
     # gunicorn's worker gets this Flask app, not the middleware: hand it the access-log hook.
     app.buffer_access_log = observed.buffer_access_log  # type: ignore[attr-defined]

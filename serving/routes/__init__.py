@@ -1,10 +1,20 @@
-"""Thin blueprints: decode the request, call the model, encode the answer — nothing else."""
+"""Handlers: decode the request, call the model, encode the answer — nothing else.
+
+Which URL reaches which handler is the route table's business (``serving.routes.table``); each
+module here returns its handlers by endpoint name.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from werkzeug.routing import BaseConverter
 
 from modelrepo import MODEL_NAME_PATTERN
+
+# endpoint name -> handler (a Flask view, or for the hot routes ``(environ, **args) -> Answer``)
+Handlers = dict[str, Callable[..., Any]]
 
 
 class ModelNameConverter(BaseConverter):

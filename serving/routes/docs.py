@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-from flask import Blueprint, Response, request, send_file
+from flask import Response, request, send_file
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
-from serving.openapi import DOCS_ASSET_TYPES, openapi_document
+from serving.openapi.components import DOCS_ASSET_TYPES
+from serving.openapi.document import openapi_document
+from serving.routes import Handlers
 
 # The Swagger UI files the page uses, and their source maps (requested by browser dev tools).
 _PACKAGE_ASSETS = (
@@ -78,12 +80,11 @@ _PAGE_CSP = (
 )
 
 
-def blueprint() -> Blueprint:
-    """The documentation routes.
+def handlers() -> Handlers:
+    """The documentation handlers, by endpoint.
 
     Raises RuntimeError if swagger-ui-bundle's directory lacks one of the files the page uses.
     """
-    bp = Blueprint("docs", __name__)
     from serving import __version__
 
     document = orjson.dumps(openapi_document(__version__))
@@ -93,22 +94,18 @@ def blueprint() -> Blueprint:
     if missing:
         raise RuntimeError(f"swagger-ui-bundle is incomplete, missing: {', '.join(missing)}")
 
-    @bp.get("/openapi.json")
     def openapi_json() -> Response:
         return Response(document, mimetype="application/json")
 
-    @bp.get("/docs")
     def docs_page() -> Response:
         return Response(_PAGE, mimetype="text/html",
                         headers={"Content-Security-Policy": _PAGE_CSP})
 
-    @bp.get("/docs/")
     def docs_slash() -> Response:
         # Relative, so it stays right under a path prefix; the page's own links are relative
         # to /docs and would break if it were served here.
         return Response(status=308, headers={"Location": "../docs"})
 
-    @bp.get("/docs/<asset>")
     def docs_asset(asset: str) -> Response:
         if asset == _INIT_SCRIPT:
             return Response(_INIT_JS, mimetype="text/javascript")
@@ -121,4 +118,5 @@ def blueprint() -> Blueprint:
         # would add 206 and 416 answers): browsers fetch these files whole.
         return response.make_conditional(request, accept_ranges=False)
 
-    return bp
+    return {"openapi_json": openapi_json, "docs_page": docs_page, "docs_slash": docs_slash,
+            "docs_asset": docs_asset}

@@ -1,9 +1,9 @@
 """The three inference endpoints, written against the WSGI environ.
 
 ``/predict``, ``/v1/models/<name>:predict`` and ``/v2/models/<name>[/versions/<v>]/infer``
-are the hot path. Their blueprints call these handlers, and so does ``serving.fastpath``,
-which dispatches POSTs to them without Flask's per-request machinery. One implementation:
-decode, call the model, encode — each stage timed for the statistics.
+are the hot routes of the route table: ``serving.fastpath`` calls these handlers without
+Flask's per-request machinery, and nothing else does. Decode, call the model, encode — each
+stage timed for the statistics.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from serving.config import PREFIX, Config
 from serving.errors import BadRequest, ModelNotFound, PayloadTooLarge
 from serving.model import LoadedModel
 from serving.repository import ModelRepository
+from serving.routes import Handlers
 from serving.telemetry import INFERENCE_KEY, MODEL_KEY
 
 # body, headers (Content-Type included)
@@ -63,6 +64,10 @@ class Inference:
     def __init__(self, config: Config, repository: ModelRepository) -> None:
         self.config = config
         self.repository = repository
+
+    def handlers(self) -> Handlers:
+        """The hot routes' handlers, by endpoint: ``(environ, **url args) -> Answer``."""
+        return {"predict": self.predict, "v1_predict": self.predict, "v2_infer": self.infer}
 
     def _resolve(self, environ: dict[str, Any], name: str,
                  version: str | None = None) -> LoadedModel:

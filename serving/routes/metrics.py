@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Response
 
 from modelrepo import parse_version
-from serving.config import PREFIX, Config
-from serving.errors import ModelNotFound, SoftserveError, json_response
+from serving.config import PREFIX
+from serving.errors import ModelNotFound, SoftserveError
+from serving.routes.responses import json_response
 from serving.repository import ModelRepository
+from serving.routes import Handlers
 from serving.telemetry import Telemetry
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def blueprint(config: Config, repository: ModelRepository,
-              telemetry: Telemetry | None) -> Blueprint:
-    bp = Blueprint("metrics", __name__)
+def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handlers:
+    """/metrics and the V2 statistics handlers, by endpoint."""
 
     def enabled() -> Telemetry:
         if telemetry is None:
             raise SoftserveError(f"metrics are turned off ({PREFIX}METRICS=0)", 404)
         return telemetry
 
-    @bp.get("/metrics")
     def metrics() -> Response:
         return Response(enabled().exposition(), content_type=PROMETHEUS_CONTENT_TYPE)
 
-    @bp.get("/v2/models/stats")
-    @bp.get("/v2/models/<model:name>/stats")
-    @bp.get("/v2/models/<model:name>/versions/<version>/stats")
     def stats(name: str | None = None, version: str | None = None) -> Response:
         recorder = enabled()
         listed = [(n, v) for n, state in repository.models.items() for v in state.versions]
@@ -48,4 +45,4 @@ def blueprint(config: Config, repository: ModelRepository,
         return json_response({"model_stats": recorder.model_stats(
             wanted, [key for key in listed if wanted(*key)])})
 
-    return bp
+    return {"metrics": metrics, "statistics": stats}

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Response
 
 from serving.codecs import SERVER_EXTENSIONS
 from serving.config import Config
-from serving.errors import json_response
+from serving.routes.responses import json_response
 from serving.repository import ModelRepository
+from serving.routes import Handlers
 
 
-def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
-    bp = Blueprint("ops", __name__)
+def handlers(config: Config, repository: ModelRepository) -> Handlers:
+    """The index, server metadata and health handlers, by endpoint."""
     from serving import SERVER_NAME, __version__
 
     # Triton's read-only repository index and model configuration (serving.routes.v2).
@@ -33,26 +34,22 @@ def blueprint(config: Config, repository: ModelRepository) -> Blueprint:
            if config.metrics else {}),
     }
 
-    @bp.get("/")
     def index() -> Response:
         predict_model = repository.predict_model
         return json_response({**metadata, "models": sorted(repository.models),
                               **({"predict_model": predict_model} if predict_model else {}),
                               "endpoints": endpoints})
 
-    @bp.get("/v2")
     def server_metadata() -> Response:
         return json_response(metadata)
 
-    @bp.get("/v2/health/live")
     def live() -> Response:
         return json_response({"live": True})
 
-    @bp.get("/v2/health/ready")
     def ready() -> Response:
         ok, reason = repository.ready()
         if ok:
             return json_response({"ready": True})
         return json_response({"ready": False, "error": f"not ready: {reason}"}, status=503)
 
-    return bp
+    return {"api_index": index, "server_metadata": server_metadata, "live": live, "ready": ready}

@@ -1,18 +1,19 @@
-"""KServe V1 / TF-Serving: ``GET /v1/models/<name>``, ``POST /v1/models/<name>:predict``."""
+"""KServe V1 / TF-Serving: ``GET /v1/models/<name>`` (the predict route is the hot path's,
+``serving.routes.inference``)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Response
 
-from serving.errors import ModelNotReady, json_response
+from serving.errors import ModelNotReady
+from serving.routes.responses import json_response
 from serving.repository import ModelRepository
-from serving.routes.inference import Inference
+from serving.routes import Handlers
 
 
-def blueprint(repository: ModelRepository, inference: Inference) -> Blueprint:
-    bp = Blueprint("v1", __name__)
+def handlers(repository: ModelRepository) -> Handlers:
+    """KServe V1's model status handler (its predict is the hot path's), by endpoint."""
 
-    @bp.get("/v1/models/<model:name>")
     def model_status(name: str) -> Response:
         state = repository.state(name)  # 404 for an unknown model
         try:
@@ -22,9 +23,4 @@ def blueprint(repository: ModelRepository, inference: Inference) -> Blueprint:
                                   "error": exc.message}, status=503)
         return json_response({"name": name, "ready": True, "versions": state.versions})
 
-    @bp.post("/v1/models/<model:name>:predict")
-    def predict(name: str) -> Response:
-        body, headers = inference.predict(request.environ, name)
-        return Response(body, headers=headers)
-
-    return bp
+    return {"v1_model_status": model_status}

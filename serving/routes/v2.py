@@ -1,25 +1,23 @@
-"""V2 Open Inference Protocol: model metadata, readiness and inference (JSON and binary), and
-Triton's model-repository (read-only: the index) and model-configuration extensions."""
+"""V2 Open Inference Protocol: model metadata and readiness, Triton's model-configuration and
+model-repository (read-only: the index) extensions. Inference is ``serving.routes.inference``."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
-
 import orjson
+from flask import Response, request
 
 import modelrepo
 from modelrepo import PLATFORM
 from serving.config import PREFIX
-from serving.errors import BadRequest, ModelNotReady, SoftserveError, json_response
+from serving.errors import BadRequest, ModelNotReady, SoftserveError
+from serving.routes.responses import json_response
 from serving.repository import ModelRepository
-from serving.routes.inference import Inference
+from serving.routes import Handlers
 
 
-def blueprint(repository: ModelRepository, inference: Inference) -> Blueprint:
-    bp = Blueprint("v2", __name__)
+def handlers(repository: ModelRepository) -> Handlers:
+    """V2 metadata, readiness, configuration and repository handlers, by endpoint."""
 
-    @bp.get("/v2/models/<model:name>")
-    @bp.get("/v2/models/<model:name>/versions/<version>")
     def model_metadata(name: str, version: str | None = None) -> Response:
         model = repository.get(name, version)
         return json_response({
@@ -30,8 +28,6 @@ def blueprint(repository: ModelRepository, inference: Inference) -> Blueprint:
             "outputs": model.metadata["outputs"],
         })
 
-    @bp.get("/v2/models/<model:name>/ready")
-    @bp.get("/v2/models/<model:name>/versions/<version>/ready")
     def model_ready(name: str, version: str | None = None) -> Response:
         try:
             model = repository.get(name, version)
@@ -39,35 +35,26 @@ def blueprint(repository: ModelRepository, inference: Inference) -> Blueprint:
             return json_response({"name": name, "ready": False, "error": exc.message}, status=503)
         return json_response({"name": name, "version": model.version, "ready": True})
 
-    @bp.get("/v2/models/<model:name>/config")
-    @bp.get("/v2/models/<model:name>/versions/<version>/config")
     def model_config(name: str, version: str | None = None) -> Response:
         model = repository.get(name, version)
         return json_response(modelrepo.model_config(
             name, model.metadata["inputs"], model.metadata["outputs"], repository.keep_versions))
 
-    @bp.post("/v2/repository/index")
     def repository_index() -> Response:
         ready_only = _ready_only(request.get_data())
         index = repository.index()
         return json_response([e for e in index if e["state"] == "READY"] if ready_only
                              else index)
 
-    @bp.post("/v2/repository/models/<model:name>/load")
-    @bp.post("/v2/repository/models/<model:name>/unload")
     def load_or_unload(name: str) -> Response:
         raise SoftserveError(
             "the model repository is read-only over HTTP: publish a version with "
             "`python -m training` (or retire one with `python -m modelrepo`) and every worker "
             f"loads it within {PREFIX}POLL_SECONDS", 403)
 
-    @bp.post("/v2/models/<model:name>/infer")
-    @bp.post("/v2/models/<model:name>/versions/<version>/infer")
-    def infer(name: str, version: str | None = None) -> Response:
-        body, headers = inference.infer(request.environ, name, version)
-        return Response(body, headers=headers)
-
-    return bp
+    return {"model_metadata": model_metadata, "model_ready": model_ready,
+            "model_config": model_config, "repository_index": repository_index,
+            "repository_refused": load_or_unload}
 
 
 def _ready_only(body: bytes) -> bool:

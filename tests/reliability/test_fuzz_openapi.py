@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from serving.openapi import openapi_document
+from serving.openapi.document import openapi_document
 from tests.reliability.conftest import Audited, budget, count_case
 
 EXAMPLES = budget(12)

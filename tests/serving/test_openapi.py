@@ -31,10 +31,14 @@ from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.routing import Map, Rule
 from werkzeug.test import TestResponse
 
 from serving import __version__, create_app
-from serving.openapi import openapi_document
+from serving.fastpath import FastPath
+from serving.routes import ModelNameConverter
+from serving.routes.table import ROUTES
+from serving.openapi.document import openapi_document
 
 DOCUMENT = openapi_document(__version__)
 DOCUMENT_URI = "urn:softserve:openapi"
@@ -72,12 +76,23 @@ def template(rule: str) -> str:
 
 
 def app_routes(app: Flask) -> set[tuple[str, str]]:
-    return {
+    """What the app routes: Flask's URL map, plus the hot path's routes in front of it."""
+    hot = app.wsgi_app.app  # type: ignore[attr-defined]  # ObservedApp -> FastPath
+    assert isinstance(hot, FastPath)
+    flask_rules = {
         (template(rule.rule), method)
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static"  # Flask's default static route, if the app has one
         for method in (rule.methods or set()) - FLASK_METHODS
     }
+    hot_rules = {(template(r.rule), m) for r in hot.routes for m in r.methods}
+    assert not flask_rules & hot_rules, "a hot route must be answered by the hot path alone"
+    return flask_rules | hot_rules
+
+
+# Every rule the app answers, for matching a request to its documented operation.
+TABLE_MAP = Map([Rule(r.rule, endpoint=r.endpoint, methods=list(r.methods)) for r in ROUTES],
+                converters={"model": ModelNameConverter}, merge_slashes=False)
 
 
 def documented_routes() -> set[tuple[str, str]]:
@@ -92,11 +107,11 @@ def documented_routes() -> set[tuple[str, str]]:
 def documented_operation(app: Flask, method: str, path: str) -> tuple[str, str]:
     """(path template, method) of the documented operation that answers ``method path``.
 
-    The app's own URL map decides, so literal paths win over templates as they do in routing.
-    For a method the path does not allow (405), it is one of the path's allowed operations:
-    each of them documents the 405.
+    The route table's URL map decides, so literal paths win over templates as they do in
+    routing. For a method the path does not allow (405), it is one of the path's allowed
+    operations: each of them documents the 405.
     """
-    adapter = app.url_map.bind("localhost")
+    adapter = TABLE_MAP.bind("localhost")
     try:
         rule, _ = adapter.match(path, method, return_rule=True)
     except MethodNotAllowed as exc:
@@ -490,3 +505,12 @@ def test_openapi_json_is_served_as_json(client: FlaskClient) -> None:
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     assert json.loads(response.data) == DOCUMENT
+
+
+def test_every_route_of_the_table_is_answered_by_a_case() -> None:
+    """Each route and method of the route table is asked at least once above, through the app
+    as it serves (the hot path in front of Flask), and answers as documented."""
+    asked = {documented_operation(None, c.method, c.path)  # type: ignore[arg-type]
+             for c in CASES if c.status != 405}
+    table = {(template(r.rule), m.lower()) for r in ROUTES for m in r.methods}
+    assert not table - asked, sorted(table - asked)

@@ -1,12 +1,13 @@
-"""The OpenAPI 3.0.3 description of softserve's HTTP API, as a plain dict.
+"""The hand-written parts of the OpenAPI 3.0.3 document: schemas, parameters, headers, and the
+helpers the route table (``serving.routes.table``) describes its operations with.
 
-``openapi_document(version)`` is served as ``GET /openapi.json`` and rendered by ``GET /docs``
-(see ``serving.routes.docs``). It is written by hand from what the routes and ``serving.codecs``
-do; ``tests/serving/test_openapi.py`` checks it against the app's routes and real responses.
+Written by hand from what the routes and ``serving.codecs`` do: they carry exact constraints and
+examples. ``tests/serving/test_openapi.py`` checks them against real responses.
 
 OpenAPI 3.0.3 rather than 3.1: the Swagger UI that ``/docs`` serves (swagger-ui-bundle 1.1.0,
 Swagger UI 4.15) renders 3.0 only. Schemas therefore use no 3.1/JSON Schema 2020-12 keywords.
 """
+
 
 from __future__ import annotations
 
@@ -41,17 +42,17 @@ _ACCEPTED = sorted(INPUT_DATATYPES)
 _DATATYPES = _ACCEPTED + sorted(V2_DATATYPES - set(INPUT_DATATYPES))
 
 
-def _ref(kind: str, name: str) -> Json:
+def ref(kind: str, name: str) -> Json:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _schema(name: str) -> Json:
-    return _ref("schemas", name)
+def schema(name: str) -> Json:
+    return ref("schemas", name)
 
 
 # ------------------------------------------------------------------------------- schemas
 
-def _schemas() -> dict[str, Json]:
+def schema_components() -> dict[str, Json]:
     number = {"type": "number", "format": "float"}
     return {
         "Error": {
@@ -78,7 +79,7 @@ def _schemas() -> dict[str, Json]:
                 "instances": {
                     "type": "array",
                     "minItems": 1,
-                    "items": {"oneOf": [_schema("InstanceRow"), _schema("InstanceObject")]},
+                    "items": {"oneOf": [schema("InstanceRow"), schema("InstanceObject")]},
                 },
             },
             "example": {"instances": _ROWS},
@@ -110,7 +111,7 @@ def _schemas() -> dict[str, Json]:
                 "predictions": {
                     "type": "array",
                     "description": "One per row, in request order.",
-                    "items": _schema("Prediction"),
+                    "items": schema("Prediction"),
                 },
             },
         },
@@ -215,8 +216,8 @@ def _schemas() -> dict[str, Json]:
                 "max_batch_size": {"type": "integer", "enum": [0],
                                    "description": "0: the graph's own -1 dimension batches."},
                 "version_policy": {"type": "object"},
-                "input": {"type": "array", "items": _schema("ConfigTensor")},
-                "output": {"type": "array", "items": _schema("ConfigTensor")},
+                "input": {"type": "array", "items": schema("ConfigTensor")},
+                "output": {"type": "array", "items": schema("ConfigTensor")},
             },
         },
         "ConfigTensor": {
@@ -257,8 +258,8 @@ def _schemas() -> dict[str, Json]:
                     "example": ["1"],
                 },
                 "platform": {"type": "string", "example": PLATFORM},
-                "inputs": {"type": "array", "items": _schema("TensorMetadata")},
-                "outputs": {"type": "array", "items": _schema("TensorMetadata")},
+                "inputs": {"type": "array", "items": schema("TensorMetadata")},
+                "outputs": {"type": "array", "items": schema("TensorMetadata")},
             },
             "example": {
                 "name": "iris", "versions": ["1"], "platform": PLATFORM,
@@ -355,13 +356,13 @@ def _schemas() -> dict[str, Json]:
                     "description": f'Exactly one tensor, named "{INPUT_NAME}".',
                     "minItems": 1,
                     "maxItems": 1,
-                    "items": _schema("V2RequestInput"),
+                    "items": schema("V2RequestInput"),
                 },
                 "outputs": {
                     "type": "array",
                     "description": "The outputs to return, in this order; all of them, in "
                                    "model order, when absent or empty. Each at most once.",
-                    "items": _schema("V2RequestOutput"),
+                    "items": schema("V2RequestOutput"),
                 },
             },
             "example": {
@@ -399,7 +400,7 @@ def _schemas() -> dict[str, Json]:
                         "other V2 datatype is valid in the protocol but unsupported here: 400."
                     ),
                 },
-                "data": _schema("V2TensorData"),
+                "data": schema("V2TensorData"),
                 "parameters": {
                     "type": "object",
                     "properties": {
@@ -420,7 +421,7 @@ def _schemas() -> dict[str, Json]:
                 "numbers within float32's range; null, booleans, strings, NaN and Infinity are "
                 "refused (400)."
             ),
-            "items": {"oneOf": [{"type": "number"}, _schema("V2TensorData")]},
+            "items": {"oneOf": [{"type": "number"}, schema("V2TensorData")]},
             "example": _ROWS[0],
         },
         "V2RequestOutput": {
@@ -462,7 +463,7 @@ def _schemas() -> dict[str, Json]:
                 "model_name": {"type": "string", "example": "iris"},
                 "model_version": {"type": "string", "example": "1"},
                 "id": {"type": "string", "description": "The request's id, if it had one."},
-                "outputs": {"type": "array", "items": _schema("V2ResponseOutput")},
+                "outputs": {"type": "array", "items": schema("V2ResponseOutput")},
             },
             "example": {
                 "model_name": "iris", "model_version": "1", "id": "42",
@@ -527,7 +528,7 @@ def _schemas() -> dict[str, Json]:
                            "is listed with zeros.",
             "required": ["model_stats"],
             "properties": {
-                "model_stats": {"type": "array", "items": _schema("V2ModelStat")},
+                "model_stats": {"type": "array", "items": schema("V2ModelStat")},
             },
         },
         "V2ModelStat": {
@@ -546,7 +547,7 @@ def _schemas() -> dict[str, Json]:
                                     "description": "Rows inferred (each row of a batch counts)."},
                 "execution_count": {"type": "integer", "minimum": 0,
                                     "description": "Model executions (one per request)."},
-                "inference_stats": _schema("V2InferStats"),
+                "inference_stats": schema("V2InferStats"),
                 "batch_stats": {"type": "array", "items": {"type": "object"},
                                 "description": "Always empty: the server does not batch "
                                                "requests together."},
@@ -564,14 +565,14 @@ def _schemas() -> dict[str, Json]:
             "required": ["success", "fail", "queue", "compute_input", "compute_infer",
                          "compute_output"],
             "properties": {
-                "success": _schema("V2StatDuration"),
-                "fail": _schema("V2StatDuration"),
-                "queue": _schema("V2StatDuration"),
-                "compute_input": _schema("V2StatDuration"),
-                "compute_infer": _schema("V2StatDuration"),
-                "compute_output": _schema("V2StatDuration"),
-                "cache_hit": _schema("V2StatDuration"),
-                "cache_miss": _schema("V2StatDuration"),
+                "success": schema("V2StatDuration"),
+                "fail": schema("V2StatDuration"),
+                "queue": schema("V2StatDuration"),
+                "compute_input": schema("V2StatDuration"),
+                "compute_infer": schema("V2StatDuration"),
+                "compute_output": schema("V2StatDuration"),
+                "cache_hit": schema("V2StatDuration"),
+                "cache_miss": schema("V2StatDuration"),
             },
         },
         "V2StatDuration": {
@@ -593,7 +594,7 @@ def _schemas() -> dict[str, Json]:
 
 # --------------------------------------------------------------- parameters and headers
 
-def _parameters() -> dict[str, Json]:
+def parameter_components() -> dict[str, Json]:
     return {
         "RequestId": {
             "name": REQUEST_ID_HEADER,
@@ -631,7 +632,7 @@ def _parameters() -> dict[str, Json]:
     }
 
 
-def _headers() -> dict[str, Json]:
+def header_components() -> dict[str, Json]:
     return {
         "RequestId": {
             "description": "The request's X-Request-ID, or one the server generated (also in "
@@ -655,28 +656,28 @@ def _headers() -> dict[str, Json]:
 
 # ------------------------------------------------------------------------------ responses
 
-def _response(description: str, content: dict[str, Json] | None = None,
-              headers: dict[str, Json] | None = None) -> Json:
-    response: Json = {
+def response(description: str, content: dict[str, Json] | None = None,
+             headers: dict[str, Json] | None = None) -> Json:
+    answer: Json = {
         "description": description,
-        "headers": {REQUEST_ID_HEADER: _ref("headers", "RequestId"), **(headers or {})},
+        "headers": {REQUEST_ID_HEADER: ref("headers", "RequestId"), **(headers or {})},
     }
     if content:
-        response["content"] = content
-    return response
+        answer["content"] = content
+    return answer
 
 
-def _json(schema: str, **media: Any) -> dict[str, Json]:
-    return {JSON_CONTENT_TYPE: {"schema": _schema(schema), **media}}
+def json_media(schema_name: str, **media: Any) -> dict[str, Json]:
+    return {JSON_CONTENT_TYPE: {"schema": schema(schema_name), **media}}
 
 
-def _error(description: str, example: Any, schema: str = "Error",
-           headers: dict[str, Json] | None = None) -> Json:
-    return _response(description, _json(schema, example=example), headers)
+def error(description: str, example: Any, schema_name: str = "Error",
+          headers: dict[str, Json] | None = None) -> Json:
+    return response(description, json_media(schema_name, example=example), headers)
 
 
-_MODEL_NOT_READY = ("model 'iris' has no valid version: version 1: sha256 of model.onnx does not "
-                    "match metadata.json")
+MODEL_NOT_READY = ("model 'iris' has no valid version: version 1: sha256 of model.onnx does not "
+                   "match metadata.json")
 # Per status: what it means, and an answer the server gives (its message, from the code).
 _ERROR_DEFAULTS: dict[int, tuple[str, Any]] = {
     400: ("Bad input; the message says what was wrong and what is expected.",
@@ -695,65 +696,53 @@ _ERROR_DEFAULTS: dict[int, tuple[str, Any]] = {
     500: ("A bug: logged with its traceback, answered `internal error`.",
           {"error": "internal error"}),
     503: ("The model exists but none of its versions can serve (all broken).",
-          {"error": _MODEL_NOT_READY}),
+          {"error": MODEL_NOT_READY}),
 }
 
 
-def _errors(path: str, method: str, *statuses: int,
-            descriptions: dict[int, str] | None = None, examples: dict[int, Any] | None = None,
-            not_ready_schema: str = "Error") -> dict[str, Json]:
-    """The error responses of ``method path`` for ``statuses``, and 500, which any can answer."""
+def errors(path: str, method: str, allowed: list[str], *statuses: int,
+           descriptions: dict[int, str] | None = None, examples: dict[int, Any] | None = None,
+           not_ready_schema: str = "Error") -> dict[str, Json]:
+    """The error responses of ``method path`` for ``statuses``, and 500, which any can answer.
+
+    ``allowed``: the methods the path's routes take (its 405 example names them and one other).
+    """
     descriptions = descriptions or {}
     examples = examples or {}
     out: dict[str, Json] = {}
     for status in (*statuses, 500):
         if status == 405:
-            other, allowed = ("DELETE", "HEAD, GET, OPTIONS") if method == "get" else (
-                "GET", "OPTIONS, POST")
+            other = "GET" if "GET" not in allowed else "DELETE"
             example_path = path.replace("{name}", "iris").replace("{version}", "1").replace(
                 "{asset}", "swagger-ui.css")
-            out["405"] = _error(
+            out["405"] = error(
                 "Another method than this path allows (OPTIONS and, with GET, HEAD are always "
                 "allowed); the Allow header lists them.",
                 examples.get(405, {"error": f"method {other} is not allowed for {example_path}; "
-                                            f"allowed: {allowed}"}),
-                headers={"Allow": _ref("headers", "Allow")})
+                                            f"allowed: {', '.join(allowed)}"}),
+                headers={"Allow": ref("headers", "Allow")})
             continue
         description, example = _ERROR_DEFAULTS[status]
-        out[str(status)] = _error(descriptions.get(status, description),
-                                  examples.get(status, example),
-                                  not_ready_schema if status == 503 else "Error")
+        out[str(status)] = error(descriptions.get(status, description),
+                                 examples.get(status, example),
+                                 not_ready_schema if status == 503 else "Error")
     return out
 
 
-# ---------------------------------------------------------------------------------- paths
-
-def _operation(operation_id: str, tag: str, summary: str, description: str,
-               responses: dict[str, Json], request_body: Json | None = None,
-               parameters: list[Json] | None = None) -> Json:
-    operation: Json = {
-        "operationId": operation_id,
-        "tags": [tag],
-        "summary": summary,
-        "description": description,
-        "parameters": [_ref("parameters", "RequestId"), *(parameters or [])],
-    }
-    if request_body is not None:
-        operation["requestBody"] = request_body
-    operation["responses"] = responses
-    return operation
 
 
-_NO_CONTENT_TYPE = (
+# --------------------------------------------------------------------- request bodies
+
+NO_CONTENT_TYPE = (
     " The server reads the raw body whatever the Content-Type (none is needed)."
 )
 
 
-def _instances_body() -> Json:
+def instances_body() -> Json:
     return {
         "required": True,
-        "description": "UTF-8 JSON." + _NO_CONTENT_TYPE,
-        "content": _json("InstancesRequest", examples={
+        "description": "UTF-8 JSON." + NO_CONTENT_TYPE,
+        "content": json_media("InstancesRequest", examples={
             "lists": {"summary": "rows as lists", "value": {"instances": _ROWS}},
             "objects": {"summary": "rows keyed by feature name",
                         "value": {"instances": [dict(zip(_FEATURES, row)) for row in _ROWS]}},
@@ -761,7 +750,7 @@ def _instances_body() -> Json:
     }
 
 
-def _infer_body() -> Json:
+def infer_body() -> Json:
     return {
         "required": True,
         "description": (
@@ -772,7 +761,7 @@ def _infer_body() -> Json:
         ),
         "content": {
             JSON_CONTENT_TYPE: {
-                "schema": _schema("V2InferRequest"),
+                "schema": schema("V2InferRequest"),
                 "examples": {
                     "flat": {"summary": "two rows, flat data", "value": {
                         "id": "42",
@@ -788,12 +777,12 @@ def _infer_body() -> Json:
                     }},
                 },
             },
-            BINARY_CONTENT_TYPE: {"schema": _schema("V2BinaryInferRequest")},
+            BINARY_CONTENT_TYPE: {"schema": schema("V2BinaryInferRequest")},
         },
     }
 
 
-_INFER_BAD = (
+INFER_BAD = (
     "Bad input: not a UTF-8 JSON object; not exactly one input named "
     f'"{INPUT_NAME}"; a shape other than [N, {N_FEATURES}]; an unsupported or unknown datatype; '
     "data that disagrees with the shape or is not finite numbers within float32's range; a bad "
@@ -801,258 +790,11 @@ _INFER_BAD = (
     f"or repeated outputs; classification other than 1..{N_CLASSES} on `{PROBABILITIES}`; "
     "shared memory."
 )
-_INFER_BAD_EXAMPLE = {
+INFER_BAD_EXAMPLE = {
     "error": f'input "{INPUT_NAME}" has unsupported datatype BOOL: send FP32 (or FP64, INT32, '
              "INT64)"
 }
-_METRICS_OFF = "Metrics are turned off (SOFTSERVE_METRICS=0)."
-_METRICS_OFF_EXAMPLE = {"error": "metrics are turned off (SOFTSERVE_METRICS=0)"}
+METRICS_OFF = "Metrics are turned off (SOFTSERVE_METRICS=0)."
+METRICS_OFF_EXAMPLE = {"error": "metrics are turned off (SOFTSERVE_METRICS=0)"}
 
 
-def _paths() -> dict[str, Json]:
-    name = _ref("parameters", "ModelName")
-    version = _ref("parameters", "ModelVersion")
-    header_length = _ref("parameters", "InferenceHeaderContentLength")
-    simple, v2_health, v2_models, v2_infer, stats, docs = (
-        "Simple JSON and KServe V1", "V2 health and metadata", "V2 model metadata",
-        "V2 inference", "Statistics and metrics", "Documentation")
-    paths: dict[str, Json] = {}
-
-    def add(path: str, method: str, operation_id: str, tag: str, summary: str,
-            description: str, ok: Json | None, errors: tuple[int, ...],
-            path_parameters: tuple[Json, ...] = (), request_body: Json | None = None,
-            parameters: tuple[Json, ...] = (), more: dict[str, Json] | None = None,
-            **error_options: Any) -> None:
-        item = paths.setdefault(path, {})
-        if path_parameters:
-            item["parameters"] = list(path_parameters)
-        item[method] = _operation(
-            operation_id, tag, summary, description,
-            {**({"200": ok} if ok is not None else {}), **(more or {}),
-             **_errors(path, method, *errors, **error_options)},
-            request_body, list(parameters))
-
-    # ---- simple JSON and KServe V1
-    predicted = _response("One prediction per row.", _json("PredictResponse"))
-    add("/predict", "post", "predict", simple, "Predict with the default model",
-        "The default model: SOFTSERVE_DEFAULT_MODEL, else the first model published (a model "
-        "published later never takes /predict over; `GET /` names it)."
-        + _NO_CONTENT_TYPE, predicted, (400, 404, 405, 413, 503),
-        request_body=_instances_body(),
-        descriptions={404: "No model in the repository, or SOFTSERVE_DEFAULT_MODEL names a "
-                           "model it does not have."},
-        examples={404: {"error": "no model in the model repository (SOFTSERVE_MODEL_REPOSITORY): "
-                                 "publish one with `python -m training`"}})
-    add("/v1/models/{name}", "get", "v1ModelStatus", simple, "Model status (KServe V1)",
-        "Whether the model is being served, and its loaded versions. One rule with V2's ready "
-        "routes: a model that cannot serve answers 503.",
-        _response("The model is served.", _json("V1ModelStatus")),
-        (404, 405, 503), (name,), descriptions={404: "Unknown model.",
-                                                503: "The model has no valid version."},
-        examples={503: {"name": "iris", "ready": False, "versions": [],
-                        "error": _MODEL_NOT_READY}},
-        not_ready_schema="V1ModelNotReady")
-    add("/v1/models/{name}:predict", "post", "v1Predict", simple,
-        "Predict (KServe V1 / TF-Serving)",
-        "The model's latest version." + _NO_CONTENT_TYPE,
-        predicted, (400, 404, 405, 413, 503), (name,), request_body=_instances_body(),
-        descriptions={404: "Unknown model."},
-        examples={405: {"error": "method GET is not allowed for /v1/models/iris:predict; "
-                                 "allowed: OPTIONS, POST"}})
-
-    # ---- the index
-    add("/", "get", "apiIndex", v2_health, "API index",
-        "The server's metadata, its models, the model behind /predict and where to start.",
-        _response("The index.", _json("ApiIndex")), (405,))
-
-    # ---- V2 health and metadata
-    add("/v2", "get", "v2ServerMetadata", v2_health, "Server metadata",
-        "Name, version and the V2 extensions implemented.",
-        _response("The server's metadata.", _json("V2ServerMetadata")), (405,))
-    add("/v2/health/live", "get", "v2Live", v2_health, "Liveness", "The process answers.",
-        _response("Live.", _json("Live")), (405,))
-    add("/v2/health/ready", "get", "v2Ready", v2_health, "Readiness",
-        "Ready once the repository is scanned and at least one model serves a version.",
-        _response("Ready.", _json("Ready")), (405, 503),
-        descriptions={503: "Not ready, with the reason (no model, or every version broken)."},
-        examples={503: {"ready": False, "error": "not ready: no model in the repository "
-                                                 "artifacts"}},
-        not_ready_schema="NotReady")
-
-    # ---- V2 model metadata and readiness
-    for path, path_parameters, operation_id, summary, description in (
-        ("/v2/models/{name}", (name,), "v2ModelMetadata", "Model metadata",
-         "Platform, loaded versions, input and output tensors of the latest version."),
-        ("/v2/models/{name}/versions/{version}", (name, version), "v2ModelVersionMetadata",
-         "Model version metadata", "Platform, input and output tensors of one version."),
-    ):
-        add(path, "get", operation_id, v2_models, summary, description,
-            _response("The model's metadata.", _json("V2ModelMetadata")), (404, 405, 503),
-            path_parameters)
-    for path, path_parameters, operation_id, summary, description in (
-        ("/v2/models/{name}/ready", (name,), "v2ModelReady", "Model readiness",
-         "Whether the model's latest version can serve."),
-        ("/v2/models/{name}/versions/{version}/ready", (name, version), "v2ModelVersionReady",
-         "Model version readiness", "Whether this version can serve (503 if it is broken)."),
-    ):
-        add(path, "get", operation_id, v2_models, summary, description,
-            _response("The model (version) can serve.", _json("ModelReady")), (404, 405, 503),
-            path_parameters,
-            descriptions={503: "Not ready: the model has no valid version (or this version "
-                               "is broken)."},
-            examples={503: {"name": "iris", "ready": False, "error": _MODEL_NOT_READY}},
-            not_ready_schema="ModelNotReady")
-
-    # ---- Triton's model-configuration and (read-only) model-repository extensions
-    for path, path_parameters, operation_id, summary, description in (
-        ("/v2/models/{name}/config", (name,), "v2ModelConfig", "Model configuration",
-         "Triton's model configuration of the latest version, as JSON."),
-        ("/v2/models/{name}/versions/{version}/config", (name, version),
-         "v2ModelVersionConfig", "Model version configuration",
-         "Triton's model configuration of one version, as JSON."),
-    ):
-        add(path, "get", operation_id, v2_models, summary, description,
-            _response("The configuration.", _json("ModelConfig")), (404, 405, 503),
-            path_parameters)
-    add("/v2/repository/index", "post", "v2RepositoryIndex", v2_models, "Repository index",
-        "Every model and version directory with its state (READY or UNAVAILABLE and why). "
-        "The body is empty or `{\"ready\": true}` for READY versions only.",
-        _response("The index.", _json("RepositoryIndex")), (400, 405),
-        request_body={"required": False, "content": _json("RepositoryIndexRequest")},
-        descriptions={400: "A body that is not empty nor `{\"ready\": <boolean>}`."},
-        examples={400: {"error": "the repository index request takes one optional key, "
-                                 "\"ready\", a boolean; got '{\"ready\": 1}'"}})
-    for action in ("load", "unload"):
-        add(f"/v2/repository/models/{{name}}/{action}", "post", f"v2Repository{action.title()}",
-            v2_models, f"Model {action} (refused)",
-            "The repository is read-only over HTTP: versions are published by training and "
-            "loaded by every worker within SOFTSERVE_POLL_SECONDS.",
-            None, (403, 405), (name,))
-
-    # ---- V2 inference
-    inferred = _response(
-        "The outputs asked for. application/json, or application/octet-stream (JSON part "
-        f"plus raw bytes, its size in `{HEADER_LENGTH_HEADER}`) when any output is binary.",
-        {JSON_CONTENT_TYPE: {"schema": _schema("V2InferResponse")},
-         BINARY_CONTENT_TYPE: {"schema": _schema("V2BinaryInferResponse")}},
-        {HEADER_LENGTH_HEADER: _ref("headers", "InferenceHeaderContentLength")},
-    )
-    for path, path_parameters, operation_id, summary, description in (
-        ("/v2/models/{name}/infer", (name,), "v2Infer", "Inference",
-         "Run the model's latest version."),
-        ("/v2/models/{name}/versions/{version}/infer", (name, version), "v2VersionInfer",
-         "Inference with a version", "Run one version of the model."),
-    ):
-        add(path, "post", operation_id, v2_infer, summary, description, inferred,
-            (400, 404, 405, 413, 503), path_parameters, _infer_body(), (header_length,),
-            descriptions={400: _INFER_BAD}, examples={400: _INFER_BAD_EXAMPLE})
-
-    # ---- statistics and metrics
-    add("/v2/models/stats", "get", "v2Statistics", stats, "Statistics of every model",
-        "Triton's statistics extension, for every loaded version of every model.",
-        _response("The statistics.", _json("V2ModelStatistics")), (404, 405),
-        descriptions={404: _METRICS_OFF}, examples={404: _METRICS_OFF_EXAMPLE})
-    for path, path_parameters, operation_id, summary, description in (
-        ("/v2/models/{name}/stats", (name,), "v2ModelStatistics", "Statistics of a model",
-         "Triton's statistics extension, for the model's loaded versions."),
-        ("/v2/models/{name}/versions/{version}/stats", (name, version),
-         "v2ModelVersionStatistics", "Statistics of a version",
-         "Triton's statistics extension, for one version (a version on disk but not loaded "
-         "is listed with zeros; a broken one answers 503)."),
-    ):
-        add(path, "get", operation_id, stats, summary, description,
-            _response("The statistics.", _json("V2ModelStatistics")),
-            (404, 405, 503) if "{version}" in path else (404, 405),
-            path_parameters,
-            descriptions={404: "Unknown model, or a version that is not a directory of the "
-                               "model; or metrics are turned off (SOFTSERVE_METRICS=0).",
-                          503: "The version is broken and not served (as its ready route "
-                               "says)."})
-    add("/metrics", "get", "metrics", stats, "Prometheus metrics",
-        "Requests by route, method, model and status; latencies and sizes; inference times "
-        "and rows; model loads and loaded versions; summed over every worker. Served as "
-        "`text/plain; version=0.0.4; charset=utf-8`.",
-        _response("Prometheus text.",
-                  {PROMETHEUS_CONTENT_TYPE: {"schema": _schema("PrometheusText")}}),
-        (404, 405), descriptions={404: _METRICS_OFF}, examples={404: _METRICS_OFF_EXAMPLE})
-
-    # ---- documentation
-    add("/openapi.json", "get", "openapi", docs, "This document",
-        "The OpenAPI description of the API.",
-        _response("The OpenAPI document.", {JSON_CONTENT_TYPE: {"schema": {"type": "object"}}}),
-        (405,))
-    add("/docs", "get", "docs", docs, "API documentation page",
-        "This document rendered by Swagger UI, served entirely by this server.",
-        _response("An HTML page.", {"text/html": {"schema": {"type": "string"}}}), (405,))
-    add("/docs/", "get", "docsSlash", docs, "API documentation page (redirect)",
-        "Redirects to /docs (the page's relative links need that address).",
-        None, (405,),
-        more={"308": _response("To /docs.", headers={"Location": {
-            "schema": {"type": "string", "example": "../docs"}}})})
-    add("/docs/{asset}", "get", "docsAsset", docs, "Documentation page asset",
-        "The scripts, stylesheet and icons /docs uses (cacheable for an hour; ETag and "
-        "Last-Modified for conditional requests; no range requests).",
-        _response("The file.", {media: {"schema": {"type": "string", "format": "binary"}}
-                                for media in dict.fromkeys(DOCS_ASSET_TYPES.values())}),
-        (404, 405), ({
-            "name": "asset", "in": "path", "required": True,
-            "description": "A file of the documentation page (Swagger UI's).",
-            "schema": {"type": "string", "example": "swagger-ui.css"},
-        },),
-        more={"304": _response("Not modified (If-None-Match or If-Modified-Since): no body.")},
-        descriptions={404: "Not a file of the documentation page."},
-        examples={404: {"error": "no documentation asset 'nope.js': the API documentation is "
-                                 "at /docs"}})
-    return paths
-
-
-# ------------------------------------------------------------------------------ document
-
-_DESCRIPTION = f"""\
-Serves softmax classifiers exported to ONNX from a model repository (Triton's layout), over three
-protocols:
-
-- **Simple JSON and KServe V1 / TF-Serving**: `POST /predict` (the default model) and
-  `POST /v1/models/{{name}}:predict` take `{{"instances": [[5.1, 3.5, 1.4, 0.2], ...]}}` (rows as
-  lists of {N_FEATURES} numbers or objects keyed by the model's feature names) and answer the class,
-  label and probabilities of each row.
-- **V2 Open Inference Protocol** (KServe V2 / Triton): health, server and model metadata, and
-  `POST /v2/models/{{name}}[/versions/{{version}}]/infer` with the **binary tensor data**
-  extension (`{HEADER_LENGTH_HEADER}` splits a JSON part from raw little-endian tensors, in
-  requests and responses) and the **classification** extension. `tritonclient[http]` works
-  unmodified.
-- **Statistics and metrics**: Triton's statistics extension (`/v2/models/stats`) and Prometheus
-  text at `/metrics`.
-
-The server reads request bodies whatever their Content-Type; none is required. Every error is
-JSON, `{{"error": "<what was wrong and what is expected>"}}`: 400 bad input, 404 unknown model,
-version or route, 405 wrong method, 413 too large, 503 not ready, 500 a bug. Every response
-carries an `{REQUEST_ID_HEADER}` header: the request's own, or one the server generated.
-"""
-
-
-def openapi_document(server_version: str) -> dict[str, Any]:
-    """The OpenAPI 3.0.3 description of the API, for a server of version ``server_version``."""
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "softserve",
-            "version": server_version,
-            "description": _DESCRIPTION,
-        },
-        "servers": [{"url": "/"}],
-        "tags": [
-            {"name": "Simple JSON and KServe V1"},
-            {"name": "V2 health and metadata"},
-            {"name": "V2 model metadata"},
-            {"name": "V2 inference"},
-            {"name": "Statistics and metrics"},
-            {"name": "Documentation"},
-        ],
-        "paths": _paths(),
-        "components": {
-            "schemas": _schemas(),
-            "parameters": _parameters(),
-            "headers": _headers(),
-        },
-    }

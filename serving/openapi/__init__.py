@@ -1,0 +1,2 @@
+"""The OpenAPI description of the API: ``document`` builds it (paths from the route table),
+``components`` holds the hand-written schemas, parameters and headers."""
