@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -284,3 +285,22 @@ def test_repository_commands_run_without_torch(three_versions: Path, tmp_path: P
         assert run.returncode == 0, run.stderr
     assert json.loads((three_versions / "iris" / "2" / "metadata.json").read_text())["version"] == 2
     assert sorted(modelrepo.version_dirs(three_versions / "iris")) == [1, 2, 4]
+
+
+def test_the_contract_document_is_complete_and_links_only_inside_the_project() -> None:
+    # The one committed file of artifacts/ (its versions are git-ignored): the contract's text.
+    readme = ROOT / "artifacts" / "README.md"
+    text = readme.read_text()
+    links = re.findall(r"\]\(([^)#]+)", text)
+    assert not [t for t in links if "://" in t], "the contract links to no outside page"
+    for target in {*links, *re.findall(r"\.\./[\w./-]+", text)}:  # links and mentioned paths
+        resolved = (readme.parent / target).resolve()
+        assert resolved.is_relative_to(ROOT) and resolved.exists(), f"{target}: not in the project"
+    for key in modelrepo.REQUIRED_METADATA:
+        assert f"`{key}`" in text, key
+    for name in modelrepo.RESERVED_MODEL_NAMES:
+        assert f"`{name}`" in text, name
+    for spec in [*modelrepo.INPUTS, *modelrepo.OUTPUTS]:
+        assert json.dumps(spec) in text, spec
+    for command in ("rollback MODEL", "restore MODEL N", "SOFTSERVE_DEFAULT_MODEL"):
+        assert command in text
