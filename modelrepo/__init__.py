@@ -9,7 +9,7 @@ Layout (Triton's model-repository layout, so Triton or KServe can serve the same
 Versions are positive integers without leading zeros; the highest complete one is "latest".
 Every other name inside a model directory is ignored by readers: ``.tmp-*`` directories are
 versions being written, ``retired-<N>`` directories are versions taken out of service (their
-numbers are never reused).
+numbers are never reused; :func:`restore_version` brings one back under a new number).
 
 This module is torch-free and imports nothing beyond the standard library, so the training job,
 the server and the repository command-line tools all share exactly this code.
@@ -18,6 +18,7 @@ the server and the repository command-line tools all share exactly this code.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import fcntl
 import hashlib
@@ -43,6 +44,7 @@ MAX_MODEL_BYTES = 2 << 30  # protobuf's own limit for one ONNX file
 MAX_METADATA_BYTES = 64 << 20
 DEFAULT_REPOSITORY = "./artifacts"
 REPOSITORY_ENV = "SOFTSERVE_MODEL_REPOSITORY"
+DEFAULT_MODEL_ENV = "SOFTSERVE_DEFAULT_MODEL"  # the model behind POST /predict; see predict_model
 
 N_FEATURES = 4
 N_CLASSES = 3
@@ -63,6 +65,11 @@ _RETIRED_RE = re.compile(re.escape(RETIRED_PREFIX) + r"([1-9][0-9]{0,17})")
 # no leading dot (so never "." or "..").
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+# Names a model cannot be published under because a route already owns the URL its metadata
+# would live at: ``GET /v2/models/stats`` is Triton's statistics route (of every model), so a
+# model named "stats" could never be reached at ``GET /v2/models/<name>``. Checked only when
+# publishing: a directory of such a name made by hand is still listed, just not reachable there.
+RESERVED_MODEL_NAMES: frozenset[str] = frozenset({"stats"})
 
 # Keys metadata.json must hold, with the JSON type each must have.
 REQUIRED_METADATA: dict[str, type | tuple[type, ...]] = {
@@ -102,15 +109,27 @@ def default_repository() -> Path:
 
 
 def is_model_name(name: str) -> bool:
+    """Whether ``name`` is safe as a model directory name (reserved names included: readers
+    list every model directory there is)."""
     return _MODEL_NAME_RE.fullmatch(name) is not None
 
 
-def check_model_name(name: str) -> str:
-    """Return ``name`` if it is a valid model name. Raises RepositoryError otherwise."""
+def check_model_name(name: str, *, publishing: bool = True) -> str:
+    """Return ``name`` if a model may have it.
+
+    ``publishing`` (the default) also refuses :data:`RESERVED_MODEL_NAMES`; readers and tools
+    that only look at or retire existing versions pass False. Raises RepositoryError.
+    """
     if not is_model_name(name):
         raise RepositoryError(
             f"invalid model name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
+        )
+    if publishing and name in RESERVED_MODEL_NAMES:
+        raise RepositoryError(
+            f"model name {name!r} is reserved: GET /v2/models/{name} is the server's "
+            f"statistics route, so a model named {name!r} could not be reached; choose "
+            f"another name, e.g. {name}-model"
         )
     return name
 
@@ -303,7 +322,7 @@ def read_version(version_dir: Path) -> tuple[dict[str, Any], bytes]:
     raw = _read_regular_file(version_dir, METADATA_FILE, MAX_METADATA_BYTES)
     try:
         metadata = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BrokenVersion(version_dir, f"{METADATA_FILE} is not valid JSON: {exc}") from None
     check_metadata(metadata, version_dir, version)
     model_bytes = _read_regular_file(version_dir, MODEL_FILE, MAX_MODEL_BYTES)
@@ -396,9 +415,17 @@ def publish_version(
     The number is the highest ever used plus one, claimed under the model's lock, so racing
     publishers never share one. ``metadata`` gets ``name``, ``version`` and ``model.sha256``
     filled in and is checked against the schema before anything becomes visible.
-    Raises RepositoryError for a bad name or an unusable repository; BrokenVersion if the
-    metadata does not satisfy the contract.
+    Raises RepositoryError for a bad (or reserved) name or an unusable repository;
+    BrokenVersion if the metadata does not satisfy the contract.
     """
+    model_dir = _model_dir_for_writing(repository, model_name)
+    with model_lock(model_dir):
+        version = _write_next_version(model_dir, model_name, model_bytes, metadata, extra_files)
+    return Published(model_name, version, model_dir / str(version))
+
+
+def _model_dir_for_writing(repository: Path, model_name: str) -> Path:
+    """The model's directory, created 0755 if missing. Raises RepositoryError."""
     check_model_name(model_name)
     model_dir = Path(repository) / model_name
     try:
@@ -406,37 +433,138 @@ def publish_version(
         os.chmod(model_dir, 0o755)
     except OSError as exc:
         raise RepositoryError(f"cannot use repository {repository}: {exc.strerror}") from None
+    return model_dir
+
+
+def _write_next_version(
+    model_dir: Path,
+    model_name: str,
+    model_bytes: bytes,
+    metadata: dict[str, Any],
+    extra_files: Mapping[str, bytes] | None,
+) -> int:
+    """Write the next version under a temporary name and rename it into place; its number.
+
+    Call with the model lock held. Raises BrokenVersion if the metadata breaks the contract
+    (nothing is left behind), OSError if the disk refuses.
+    """
+    clean_stale_temporaries(model_dir)
+    version = highest_version_used(model_dir) + 1
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a non-root server must read it
+        record = {
+            **metadata,
+            "name": model_name,
+            "version": version,
+            "model": {**metadata.get("model", {}), "file": MODEL_FILE,
+                      "sha256": hashlib.sha256(model_bytes).hexdigest(),
+                      "bytes": len(model_bytes)},
+        }
+        check_metadata(record, tmp, version)
+        _write_file(tmp / MODEL_FILE, model_bytes)
+        for name, data in (extra_files or {}).items():
+            _write_file(tmp / name, data)
+        _write_file(tmp / METADATA_FILE, json.dumps(record, indent=2).encode() + b"\n")
+        _fsync_dir(tmp)
+        config = model_dir / CONFIG_FILE
+        if not config.exists():
+            staged = model_dir / f"{TMP_PREFIX}{CONFIG_FILE}"
+            _write_file(staged, config_pbtxt(model_name).encode())
+            os.rename(staged, config)
+        os.rename(tmp, model_dir / str(version))
+        _fsync_dir(model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version
+
+
+def restore_version(repository: Path, model_name: str, retired: int) -> Published:
+    """Bring retired version ``retired`` back into service as the next version number.
+
+    The retired directory's files are verified (sha256 included) and copied, never moved: the
+    retired version stays as it is and its number is not reused, so the restored copy gets
+    the highest number ever used plus one and becomes latest. Its metadata gets the new
+    ``version`` and ``restored_from`` (the retired number and when); ``created_at`` stays the
+    training time. Numbering, the copy and the rename happen under the model lock, written
+    like :func:`publish_version`.
+    Raises RepositoryError if the model or the retired version does not exist (or the name
+    may not be published); BrokenVersion if the retired version fails verification.
+    """
+    check_model_name(model_name)
+    model_dir = Path(repository) / model_name
+    if not model_dir.is_dir():
+        raise RepositoryError(f"no model {model_name!r} in {repository}")
     with model_lock(model_dir):
-        clean_stale_temporaries(model_dir)
-        version = highest_version_used(model_dir) + 1
-        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir))
-        try:
-            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a non-root server must read it
-            record = {
-                **metadata,
-                "name": model_name,
-                "version": version,
-                "model": {**metadata.get("model", {}), "file": MODEL_FILE,
-                          "sha256": hashlib.sha256(model_bytes).hexdigest(),
-                          "bytes": len(model_bytes)},
-            }
-            check_metadata(record, tmp, version)
-            _write_file(tmp / MODEL_FILE, model_bytes)
-            for name, data in (extra_files or {}).items():
-                _write_file(tmp / name, data)
-            _write_file(tmp / METADATA_FILE, json.dumps(record, indent=2).encode() + b"\n")
-            _fsync_dir(tmp)
-            config = model_dir / CONFIG_FILE
-            if not config.exists():
-                staged = model_dir / f"{TMP_PREFIX}{CONFIG_FILE}"
-                _write_file(staged, config_pbtxt(model_name).encode())
-                os.rename(staged, config)
-            os.rename(tmp, model_dir / str(version))
-            _fsync_dir(model_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        source = model_dir / f"{RETIRED_PREFIX}{retired}"
+        if not source.is_dir() or source.is_symlink():
+            in_service = retired in version_dirs(model_dir)
+            raise RepositoryError(
+                f"{model_name} version {retired} is "
+                + ("in service, not retired" if in_service else "not a retired version")
+                + f" (retired: {', '.join(map(str, retired_versions(model_dir))) or 'none'})")
+        metadata, model_bytes = read_version(source)
+        extra: dict[str, bytes] = {}
+        for entry in os.scandir(source):
+            if entry.name in (MODEL_FILE, METADATA_FILE):
+                continue
+            # Only regular files are part of a version; anything else is not copied.
+            if entry.is_file(follow_symlinks=False):
+                extra[entry.name] = _read_regular_file(source, entry.name, MAX_METADATA_BYTES)
+        metadata["restored_from"] = {
+            "version": retired,
+            "restored_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        version = _write_next_version(model_dir, model_name, model_bytes, metadata, extra)
     return Published(model_name, version, model_dir / str(version))
+
+
+def _first_created_at(model_dir: Path) -> dt.datetime | None:
+    """``created_at`` of the model's oldest readable version (live or retired), or None.
+
+    Versions are numbered in publish order, so the lowest number whose metadata.json is a
+    readable JSON object with a parseable ``created_at`` is the oldest; broken ones are skipped.
+    """
+    numbers = {n: model_dir / str(n) for n in version_dirs(model_dir)}
+    for n in retired_versions(model_dir):
+        numbers.setdefault(n, model_dir / f"{RETIRED_PREFIX}{n}")
+    for _, path in sorted(numbers.items()):
+        try:
+            metadata = json.loads(_read_regular_file(path, METADATA_FILE, MAX_METADATA_BYTES))
+            created = dt.datetime.fromisoformat(metadata["created_at"])
+        except (BrokenVersion, ValueError, RecursionError, TypeError, KeyError):
+            continue
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.timezone.utc)  # ours are UTC; compare alike
+        return created
+    return None
+
+
+def predict_model(repository: Path, configured: str | None) -> str | None:
+    """The model behind ``POST /predict``.
+
+    ``configured`` (``SOFTSERVE_DEFAULT_MODEL``) when given and not empty, as it is; otherwise
+    the model published first: the one whose oldest version (live or retired) has the
+    earliest ``created_at``, ties broken by name. Only metadata.json files are read; a version
+    whose metadata cannot be read is skipped, a model with none readable is not a candidate.
+    None when there is no candidate. Raises nothing for a missing or unreadable repository.
+    """
+    if configured:
+        return configured
+    firsts = []
+    try:
+        names = model_names(repository)
+    except OSError:  # not a directory, no permission: no model to serve either
+        return None
+    for name in names:
+        try:
+            created = _first_created_at(Path(repository) / name)
+        except OSError:  # an unreadable model directory is no candidate
+            continue
+        if created is not None:
+            firsts.append((created, name))
+    return min(firsts)[1] if firsts else None
 
 
 def retire_version(model_dir: Path, version: int) -> Path:

@@ -1,7 +1,8 @@
-"""``python -m modelrepo``: list a model's versions, or roll it back — without torch.
+"""``python -m modelrepo``: list a model's versions, roll it back, restore — without torch.
 
-The server picks up a rollback at its next poll: no restart. Retired versions are renamed
-``retired-<N>`` (Triton ignores such names too), never deleted, and their numbers never reused.
+The server picks up a rollback or a restore at its next poll: no restart. Retired versions are
+renamed ``retired-<N>`` (Triton ignores such names too), never deleted, and their numbers never
+reused: a restore copies a retired version under the next number instead.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ def _describe(metadata: dict[str, Any]) -> str:
     held_out = metrics.get("validation") or metrics.get("train") or {}
     which = "val" if metrics.get("validation") else "train"
     parity = metadata.get("parity", {}).get("max_abs_diff")
+    restored = metadata.get("restored_from")
     return (f"{metadata.get('created_at', '?'):25}  {which} acc {held_out.get('accuracy', 0):.4f}  "
             f"parity {parity if parity is None else f'{parity:.2g}'}  "
-            f"data {metadata.get('data', {}).get('source', '?')}")
+            f"data {metadata.get('data', {}).get('source', '?')}"
+            + (f"  (restored from {restored.get('version')})" if isinstance(restored, dict)
+               else ""))
 
 
 def versions(model_dir: Path) -> list[tuple[int, str, dict[str, Any] | None, str]]:
@@ -60,7 +64,7 @@ def cmd_list(repository: Path, model: str | None) -> int:
         print(f"no models in {repository}")
         return 0
     for name in names:
-        model_dir = repository / modelrepo.check_model_name(name)
+        model_dir = repository / modelrepo.check_model_name(name, publishing=False)
         if not model_dir.is_dir():
             print(f"error: no model {name!r} in {repository}", file=sys.stderr)
             return 2
@@ -72,7 +76,7 @@ def cmd_list(repository: Path, model: str | None) -> int:
 
 
 def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
-    model_dir = repository / modelrepo.check_model_name(model)
+    model_dir = repository / modelrepo.check_model_name(model, publishing=False)
     if not model_dir.is_dir():
         print(f"error: no model {model!r} in {repository}", file=sys.stderr)
         return 2
@@ -106,11 +110,35 @@ def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
     return 0
 
 
+def cmd_restore(repository: Path, model: str, version: int) -> int:
+    model_dir = repository / modelrepo.check_model_name(model)
+    if not model_dir.is_dir():
+        print(f"error: no model {model!r} in {repository}", file=sys.stderr)
+        return 2
+    retired = modelrepo.retired_versions(model_dir)
+    if version not in retired:
+        in_service = version in modelrepo.version_dirs(model_dir)
+        state = "in service, not retired" if in_service else "missing"
+        print(f"error: {model} version {version} is {state}; restore only a retired version "
+              f"({', '.join(map(str, retired)) or 'there is none'})", file=sys.stderr)
+        return 1
+    try:
+        restored = modelrepo.restore_version(repository, model, version)
+    except BrokenVersion as exc:
+        print(f"error: {model} retired version {version} cannot be restored: {exc.reason}",
+              file=sys.stderr)
+        return 1
+    print(f"restored {model} version {version} ({modelrepo.RETIRED_PREFIX}{version}) as version "
+          f"{restored.version} -> {restored.path}")
+    print(f"{model} version {restored.version} is live (servers switch at their next poll)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modelrepo",
-        description="Inspect or roll back the model repository. Needs no torch: runs in the "
-        "serving environment too.")
+        description="Inspect, roll back or restore the model repository. Needs no torch: runs "
+        "in the serving environment too.")
     parser.add_argument("--artifacts", type=Path, metavar="DIR",
                         help=f"model repository (default: ${modelrepo.REPOSITORY_ENV}, "
                         f"else {modelrepo.DEFAULT_REPOSITORY})")
@@ -122,7 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_back.add_argument("model")
     p_back.add_argument("--to", type=int, metavar="N", help="the version to go back to "
                         "(default: the newest valid version before the live one)")
-    for p in (p_list, p_back):
+    p_restore = sub.add_parser(
+        "restore", help="bring a retired version back: copy it under the next version number "
+        "(it becomes live; undoes a rollback)",
+        description="Copy retired version N (retired-N) under the next version number, which "
+        "becomes live. The retired copy stays, its number is never reused; metadata.json "
+        "records restored_from. The files are verified (sha256) before anything is written.")
+    p_restore.add_argument("model")
+    p_restore.add_argument("version", type=int, metavar="N",
+                           help="the retired version to restore (see: list)")
+    for p in (p_list, p_back, p_restore):
         p.add_argument("--artifacts", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                        help="model repository (as above)")
     return parser
@@ -134,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             return cmd_list(repository, args.model)
+        if args.command == "restore":
+            return cmd_restore(repository, args.model, args.version)
         return cmd_rollback(repository, args.model, args.to)
     except RepositoryError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,10 +1,12 @@
-"""The repository contract: atomic, race-free publishing; list and rollback without torch."""
+"""The repository contract: atomic, race-free publishing; list, rollback and restore without
+torch; reserved names; the model behind /predict."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +92,38 @@ def test_model_names_cannot_reach_outside_the_repository(name: str, tmp_path: Pa
         modelrepo.publish_version(tmp_path, name, b"", {})
 
 
+def test_reserved_names_are_refused_at_publish_with_the_reason(iris_repository: Path,
+                                                                tmp_path: Path) -> None:
+    assert modelrepo.RESERVED_MODEL_NAMES == {"stats"}
+    meta, model_bytes = modelrepo.read_version(iris_repository / "iris" / "1")
+    with pytest.raises(modelrepo.RepositoryError,
+                       match=r"'stats' is reserved: GET /v2/models/stats is the server's "
+                             r"statistics route.*choose another name"):
+        modelrepo.publish_version(tmp_path, "stats", model_bytes, meta)
+    assert not (tmp_path / "stats").exists()
+    # Case matters in URLs: "Stats" has its own route; readers still accept a reserved name.
+    assert modelrepo.publish_version(tmp_path, "Stats", model_bytes, meta).version == 1
+    assert modelrepo.check_model_name("stats", publishing=False) == "stats"
+
+
+def test_a_hand_made_reserved_model_dir_is_still_listed(iris_repository: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copytree(iris_repository / "iris", tmp_path / "stats")
+    assert modelrepo.is_model_name("stats")
+    assert modelrepo.model_names(tmp_path) == ["stats"]  # what the server's scanner lists
+    assert repo_main(["--artifacts", str(tmp_path), "list"]) == 0
+    assert "stats:\n     1  live" in capsys.readouterr().out
+
+
+def test_deeply_nested_metadata_is_a_broken_version(iris_repository: Path,
+                                                    tmp_path: Path) -> None:
+    version = tmp_path / "iris" / "1"
+    shutil.copytree(iris_repository / "iris" / "1", version)
+    (version / "metadata.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(modelrepo.BrokenVersion, match="not valid JSON"):
+        modelrepo.read_version(version)
+
+
 @pytest.fixture
 def three_versions(iris_repository: Path, tmp_path: Path) -> Path:
     repository = tmp_path / "r"
@@ -140,15 +174,133 @@ def test_rollback_skips_a_broken_version(three_versions: Path) -> None:
     assert sorted(modelrepo.version_dirs(three_versions / "iris")) == [1]
 
 
+def test_restore_brings_a_retired_version_back_under_the_next_number(
+        three_versions: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = ["--artifacts", str(three_versions)]
+    model_dir = three_versions / "iris"
+    shutil.copy(model_dir / "1" / "loss_curve.png", model_dir / "3")  # files beyond the two
+    assert repo_main([*repo, "rollback", "iris", "--to", "1"]) == 0
+    retired_files = sorted(p.name for p in (model_dir / "retired-3").iterdir())
+    capsys.readouterr()
+
+    assert repo_main([*repo, "restore", "iris", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "restored iris version 3 (retired-3) as version 4" in out
+    assert "iris version 4 is live" in out
+    assert sorted(modelrepo.version_dirs(model_dir)) == [1, 4]
+    assert modelrepo.retired_versions(model_dir) == [2, 3]  # the retired copy stays
+    assert sorted(p.name for p in (model_dir / "4").iterdir()) == retired_files
+    meta, model_bytes = modelrepo.read_version(model_dir / "4")  # sha256 verified
+    old, old_bytes = modelrepo.read_version(model_dir / "retired-3")
+    assert meta["version"] == 4 and old["version"] == 3
+    assert meta["restored_from"]["version"] == 3 and meta["restored_from"]["restored_at"]
+    assert model_bytes == old_bytes and meta["created_at"] == old["created_at"]
+    assert (model_dir / "4" / "loss_curve.png").read_bytes() == \
+        (model_dir / "retired-3" / "loss_curve.png").read_bytes()
+    assert not list(model_dir.glob(".tmp-*"))
+    # Numbers are still never reused, and list says where a version came from.
+    assert modelrepo.publish_version(three_versions, "iris", model_bytes, old).version == 5
+    assert repo_main([*repo, "list", "iris"]) == 0
+    assert "(restored from 3)" in capsys.readouterr().out
+
+
+def test_restore_refuses_what_it_cannot_do(three_versions: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    repo = ["--artifacts", str(three_versions)]
+    model_dir = three_versions / "iris"
+    assert repo_main([*repo, "restore", "iris", "2"]) == 1
+    assert "version 2 is in service, not retired" in capsys.readouterr().err
+    assert repo_main([*repo, "restore", "iris", "9"]) == 1
+    assert "version 9 is missing" in capsys.readouterr().err
+    assert repo_main([*repo, "restore", "nope", "1"]) == 2
+    assert repo_main([*repo, "restore", "../etc", "1"]) == 2
+    assert repo_main([*repo, "rollback", "iris"]) == 0
+    (model_dir / "retired-3" / "model.onnx").write_bytes(b"corrupt")
+    capsys.readouterr()
+    assert repo_main([*repo, "restore", "iris", "3"]) == 1
+    assert "does not match metadata" in capsys.readouterr().err
+    assert sorted(modelrepo.version_dirs(model_dir)) == [1, 2]
+    assert not list(model_dir.glob(".tmp-*"))
+    with pytest.raises(modelrepo.RepositoryError, match="not a retired version"):
+        modelrepo.restore_version(three_versions, "iris", 7)
+
+
+def _version(repository: Path, model: str, directory: str, created_at: object) -> None:
+    path = repository / model / directory
+    path.mkdir(parents=True)
+    (path / "metadata.json").write_text(json.dumps({"created_at": created_at}))
+
+
+def test_predict_model_is_the_configured_one_else_the_first_published(tmp_path: Path) -> None:
+    assert modelrepo.predict_model(tmp_path / "missing", None) is None
+    assert modelrepo.predict_model(tmp_path, None) is None
+    assert modelrepo.predict_model(tmp_path, "chosen") == "chosen"
+    _version(tmp_path, "zebra", "1", "2024-01-01T10:00:00+00:00")
+    _version(tmp_path, "zebra", "2", "2024-03-01T10:00:00+00:00")
+    assert modelrepo.predict_model(tmp_path, None) == "zebra"
+    # An older model whose first versions were retired still counts as published first.
+    _version(tmp_path, "apple", "retired-1", "2023-12-31T23:00:00+00:00")
+    _version(tmp_path, "apple", "3", "2024-06-01T00:00:00+00:00")
+    assert modelrepo.predict_model(tmp_path, None) == "apple"
+    assert modelrepo.predict_model(tmp_path, "") == "apple"  # an empty setting is no setting
+    assert modelrepo.predict_model(tmp_path, "zebra") == "zebra"
+    # Offsets are compared as times, not as text: 00:30+01:00 is 23:30 UTC the day before.
+    _version(tmp_path, "mango", "1", "2024-01-01T00:30:00+01:00")
+    assert modelrepo.predict_model(tmp_path, None) == "apple"
+    _version(tmp_path, "kiwi", "1", "2023-12-31T23:30:00+01:00")  # 22:30 UTC
+    assert modelrepo.predict_model(tmp_path, None) == "kiwi"
+    _version(tmp_path, "fig", "1", "2023-12-31T22:30:00+00:00")  # the same instant: by name
+    assert modelrepo.predict_model(tmp_path, None) == "fig"
+
+
+@pytest.mark.parametrize("broken", ["not json", "[1, 2]", '{"created_at": 5}', "{}",
+                                    '{"created_at": "yesterday"}', None])
+def test_predict_model_skips_versions_it_cannot_read(broken: str | None, tmp_path: Path) -> None:
+    _version(tmp_path, "later", "1", "2024-02-01T00:00:00+00:00")
+    _version(tmp_path, "early", "2", "2024-01-15T00:00:00+00:00")
+    first = tmp_path / "early" / "1"
+    first.mkdir()
+    if broken is None:
+        os.mkfifo(first / "metadata.json")  # a reader must not block on it
+    else:
+        (first / "metadata.json").write_text(broken)
+    assert modelrepo.predict_model(tmp_path, None) == "early"  # by its version 2
+    shutil.rmtree(tmp_path / "early" / "2")
+    assert modelrepo.predict_model(tmp_path, None) == "later"  # nothing of early is readable
+    (tmp_path / "not a model").mkdir()
+    (tmp_path / "file").write_text("x")
+    assert modelrepo.predict_model(tmp_path, None) == "later"
+
+
 def test_repository_commands_run_without_torch(three_versions: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "blocker" / "torch"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('no torch in serving')\n")
     env = {**os.environ, "PYTHONPATH": str(blocker.parent),
            "SOFTSERVE_MODEL_REPOSITORY": str(three_versions)}
-    for args in (["--help"], ["list", "iris"], ["rollback", "iris"]):
+    for args in (["--help"], ["list", "iris"], ["rollback", "iris"], ["restore", "--help"],
+                 ["restore", "iris", "3"]):
         run = subprocess.run([sys.executable, "-m", "modelrepo", *args], cwd=ROOT, env=env,
                              capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
     assert json.loads((three_versions / "iris" / "2" / "metadata.json").read_text())["version"] == 2
-    assert sorted(modelrepo.version_dirs(three_versions / "iris")) == [1, 2]
+    assert sorted(modelrepo.version_dirs(three_versions / "iris")) == [1, 2, 4]
+
+
+def test_the_contract_document_is_complete_and_links_only_inside_the_project() -> None:
+    # The one committed file of artifacts/ (its versions are git-ignored): the contract's text.
+    readme = ROOT / "artifacts" / "README.md"
+    text = readme.read_text()
+    links = re.findall(r"\]\(([^)#]+)", text)
+    assert not [t for t in links if "://" in t], "the contract links to no outside page"
+    for target in {*links, *re.findall(r"\.\./[\w./-]+", text)}:  # links and mentioned paths
+        resolved = (readme.parent / target).resolve()
+        assert resolved.is_relative_to(ROOT) and resolved.exists(), f"{target}: not in the project"
+    for key in modelrepo.REQUIRED_METADATA:
+        assert f"`{key}`" in text, key
+    for name in modelrepo.RESERVED_MODEL_NAMES:
+        assert f"`{name}`" in text, name
+    for spec in [*modelrepo.INPUTS, *modelrepo.OUTPUTS]:
+        assert json.dumps(spec) in text, spec
+    for command in ("rollback MODEL", "restore MODEL N", "SOFTSERVE_DEFAULT_MODEL"):
+        assert command in text

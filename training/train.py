@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import optim
 
-from training.data import Dataset
+from training.data import MIN_ROWS_PER_CLASS, Dataset
 from training.model import ExportedClassifier, SoftmaxClassifier
 
 
@@ -51,6 +51,28 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> Split:
         held.append(rows[:take])
     validation = np.sort(np.concatenate(held))
     return Split(np.setdiff1d(everything, validation), validation)
+
+
+def validation_problem(labels: np.ndarray, class_labels: list[str], fraction: float,
+                       seed: int) -> str | None:
+    """Why ``labels`` cannot have a meaningful validation split of ``fraction``, or None.
+
+    Every class needs MIN_ROWS_PER_CLASS rows, and the split must hold out at least one row
+    of every class (a tiny fraction may round to none).
+    """
+    counts = np.bincount(labels, minlength=len(class_labels))
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < MIN_ROWS_PER_CLASS:
+        return (f"{len(labels)} rows (class {class_labels[smallest]!r} has {counts[smallest]}) is "
+                f"below the minimum of {MIN_ROWS_PER_CLASS} rows per class for a validation "
+                "split")
+    held = np.bincount(labels[stratified_split(labels, fraction, seed).validation],
+                       minlength=len(class_labels))
+    if held.min() == 0:
+        empty = class_labels[int(np.argmin(held))]
+        return (f"--val-fraction {fraction:g} holds out no row of class {empty!r} "
+                f"({counts[int(np.argmin(held))]} rows) for a validation split; raise it")
+    return None
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n: int) -> list[list[int]]:

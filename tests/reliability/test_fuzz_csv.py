@@ -2,10 +2,11 @@
 
 ``read_csv`` gets hypothesis-built files — headers of any width, quoted and unquoted cells,
 numbers in every spelling Python's float() knows (and some it does not), NaN/Infinity, float32
-overflow, empty cells, BOMs, CRLF, blank lines, NUL bytes, bytes that are not UTF-8 — and must
-either return a dataset the model can train on or raise ``DataError``; never anything else.
-A few generated files also go through the real CLI: exit 0 publishes a version that reads back
-valid, exit 2 (bad data) or 1 (a gate) publishes nothing.
+overflow, empty cells, BOMs, CRLF, blank lines, NUL bytes, bytes that are not UTF-8, commas,
+semicolons or tabs between cells — and must either return a dataset the model can train on or
+raise ``DataError``; never anything else. A few generated files also go through the real CLI:
+exit 0 publishes a version that reads back valid, exit 2 (bad data) or 1 (a gate) publishes
+nothing; data too small for a validation split is refused unless the split is turned off.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 import modelrepo
 from tests.conftest import train
 from tests.reliability.conftest import budget, count_case
-from training.data import DataError, read_csv
+from training.data import MIN_ROWS_PER_CLASS, DataError, read_csv
 
 EXAMPLES = budget(150)
 # Each CLI example trains and exports a model (~2 s): a tenth of the budget, at least 3.
@@ -79,14 +80,15 @@ def trainable_csv_files(draw: st.DrawFn) -> bytes:
     label_at = draw(st.integers(0, 4))
     header = ["a", "b", "c", "d"]
     header.insert(label_at, "kind")
+    separator = draw(st.sampled_from([",", ",", ";", "\t"]))  # read_csv detects which
     rows = []
     for i in range(n):
         cells = [draw(st.sampled_from(["{!r}", " {!r} ", '"{!r}"'])).format(v)
                  for v in values[i * 4:i * 4 + 4]]
         cells.insert(label_at, labels[i])
-        rows.append(",".join(cells))
+        rows.append(separator.join(cells))
     newline = draw(st.sampled_from(["\n", "\r\n"]))
-    text = newline.join([",".join(header), *rows]) + newline * draw(st.integers(0, 2))
+    text = newline.join([separator.join(header), *rows]) + newline * draw(st.integers(0, 2))
     return (b"\xef\xbb\xbf" if draw(st.booleans()) else b"") + text.encode()
 
 
@@ -140,11 +142,15 @@ def test_training_cli_on_generated_csv(tmp_path: Path) -> None:
         path = tmp_path / "fuzz.csv"
         path.write_bytes(data)
         label = label_column(data)
+        label_args = ["--label-column", label] if label else []
         trainable = check_dataset(path, label)
         before = modelrepo.version_dirs(repository / "fuzz")
+        if trainable and min(np.bincount(read_csv(path, label).labels)) < MIN_ROWS_PER_CLASS:
+            # Too few rows of a class for the default validation split: refused, not trained.
+            assert train(repository, "--data", str(path), *label_args) == 2
+            assert modelrepo.version_dirs(repository / "fuzz") == before
         code = train(repository, "--data", str(path), "--epochs", "20", "--min-accuracy", "0",
-                     "--force", "--val-fraction", "0",
-                     *(["--label-column", label] if label else []))
+                     "--force", "--val-fraction", "0", *label_args)
         count_case("csv training CLI runs")
         after = modelrepo.version_dirs(repository / "fuzz")
         if not trainable:

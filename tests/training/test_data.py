@@ -1,14 +1,17 @@
-"""Datasets: the bundled ones, good CSVs, and every kind of bad CSV (exit 2, nothing published)."""
+"""Datasets: the bundled ones, good CSVs, every kind of bad CSV (exit 2, nothing published),
+separators, and data too small for a validation split."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import modelrepo
 from tests.conftest import train
-from training.data import DataError, iris, read_csv, toy
+from training.data import IRIS_CSV, MIN_ROWS_PER_CLASS, DataError, iris, read_csv, toy
 
 GOOD = "a,b,c,d,label\n1,2,3,4,x\n2,3,4,5,y\n3,4,5,6,z\n"
 
@@ -71,6 +74,23 @@ BAD = {
     "empty label": (GOOD + "1,2,3,4,\n", "row 5, column 'label'", "empty label"),
     "not a csv": ('{"instances": [[1, 2, 3, 4]]}\n', "row 1", "expected 5"),
     "binary": ("\x00\x01\x02PK", "not a CSV", "NUL"),
+    "labels not last": ("kind,a,b,c,d\nx,1,2,3,4\ny,2,3,4,5\nz,3,4,5,6\n", "row 2, column 'kind'",
+                        "'x' is not a number; column 'kind' holds no number at all: it looks "
+                        "like the labels (the label column is 'd', by default the last column); "
+                        "--label-column kind chooses it"),
+    "a typo is no label column": (GOOD + "1,two,3,4,x\n", "column 'b'", "'two' is not a number\n"),
+    "pandas index": (",a,b,c,d,label\n0,1,2,3,4,x\n1,2,3,4,5,y\n", "row 1 (header): 6 columns",
+                     "looks like a pandas index column (written by DataFrame.to_csv() without "
+                     "index=False): delete that column, or save the file again with "
+                     "to_csv(..., index=False)"),
+    "pandas index, 5 columns": (",a,b,c,label\n0,1,2,3,x\n", "column 1 has no name",
+                                "looks like a pandas index column"),
+    "another separator": ("a|b|c|d|label\n1|2|3|4|x\n", "1 columns",
+                          "no ',', ';' or tab separates its cells: if another character does, "
+                          "give --delimiter CHAR"),
+    "ambiguous separator": ("a;a,b;b,c;c,d;d,e;e\n1;1,2;2,3;3,4;4,5;5\n", "cannot tell the "
+                            "separator", "splits evenly on ',' (5 columns) and ';' (6 columns); "
+                            "give --delimiter"),
 }
 
 
@@ -100,3 +120,74 @@ def test_unknown_label_column_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     path.write_text(GOOD)
     assert train(tmp_path / "r", "--data", str(path), "--label-column", "species") == 2
     assert "no label column 'species'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("separator", [";", "\t"], ids=["semicolon", "tab"])
+def test_semicolon_and_tab_separated_files_are_detected(separator: str, tmp_path: Path) -> None:
+    path = tmp_path / "flowers.csv"
+    path.write_text(IRIS_CSV.read_text().replace(",", separator))
+    ds, reference = read_csv(path), read_csv(IRIS_CSV)
+    assert ds.feature_names == reference.feature_names
+    assert ds.class_labels == reference.class_labels
+    assert np.array_equal(ds.features, reference.features)
+    assert np.array_equal(ds.labels, reference.labels)
+
+
+def test_a_separator_inside_quotes_does_not_confuse_detection(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text('a,b,c,d,"kind; of thing"\n1,2,3,4,"x;1"\n2,3,4,5,"y;2"\n3,4,5,6,z\n')
+    assert read_csv(path).class_labels == ["x;1", "y;2", "z"]
+
+
+def test_delimiter_can_be_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pipes.csv"
+    path.write_text(GOOD.replace(",", "|"))
+    assert read_csv(path, delimiter="|").feature_names == ["a", "b", "c", "d"]
+    # The CLI passes it on: these 3 rows are read, then refused as too few to validate on.
+    assert train(tmp_path / "r", "--data", str(path), "--delimiter", "|") == 2
+    assert "3 rows (class 'x' has 1) is below the minimum" in capsys.readouterr().err
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_text(GOOD.replace(",", ";"))
+    assert train(tmp_path / "r", "--data", str(semicolons), "--delimiter", ",") == 2
+    assert "(the separator given by --delimiter, ',', separates none of its cells)" in \
+        capsys.readouterr().err
+    for bad in ("ab", "", '"'):
+        with pytest.raises(SystemExit) as exc:
+            train(tmp_path / "r", "--data", str(path), "--delimiter", bad)
+        assert exc.value.code == 2
+    assert "--delimiter" in capsys.readouterr().err
+
+
+def tiny_csv(path: Path) -> Path:
+    """Five Iris rows: 2 setosa, 2 versicolor, 1 virginica."""
+    lines = IRIS_CSV.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1], lines[2], lines[60], lines[61], lines[120]]))
+    return path
+
+
+def test_data_too_small_for_a_validation_split_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert MIN_ROWS_PER_CLASS == 10
+    path = tiny_csv(tmp_path / "tiny.csv")
+    assert train(tmp_path / "r", "--data", str(path)) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {path}: 5 rows (class 'virginica' has 1) is below the minimum of 10 "
+                   "rows per class for a validation split; give --no-validation to train "
+                   "without one\n")
+    assert not (tmp_path / "r").exists()
+    # Enough rows, but a fraction so small that a class gets no validation row.
+    assert train(tmp_path / "r", "--data", str(IRIS_CSV), "--val-fraction", "0.01") == 2
+    assert "--val-fraction 0.01 holds out no row of class 'setosa' (50 rows)" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        train(tmp_path / "r", "--data", str(path), "--no-validation", "--val-fraction", "0.2")
+    assert exc.value.code == 2
+
+
+def test_no_validation_trains_small_data_on_every_row(tmp_path: Path) -> None:
+    path = tiny_csv(tmp_path / "tiny.csv")
+    assert train(tmp_path / "r", "--data", str(path), "--no-validation", "--epochs", "10") == 0
+    meta = json.loads((tmp_path / "r" / "tiny" / "1" / "metadata.json").read_text())
+    assert meta["data"]["train_rows"] == 5 and meta["data"]["validation_rows"] == 0
+    assert meta["metrics"]["validation"] is None
+    assert sorted(modelrepo.version_dirs(tmp_path / "r" / "tiny")) == [1]
