@@ -176,41 +176,6 @@ def highest_version_used(model_dir: Path) -> int:
     return max([0, *version_dirs(model_dir), *retired_versions(model_dir)])
 
 
-def _created_at(version_dir: Path) -> str | None:
-    """A version's ``created_at`` (ISO 8601, UTC), or None if its metadata cannot say."""
-    try:
-        raw = _read_regular_file(version_dir, METADATA_FILE, MAX_METADATA_BYTES)
-        created = json.loads(raw).get("created_at")
-    except (BrokenVersion, ValueError, UnicodeDecodeError, AttributeError):
-        return None
-    return created if isinstance(created, str) else None
-
-
-def predict_model(repository: Path, configured: str | None = None) -> str | None:
-    """The model behind ``POST /predict``: ``configured`` (SOFTSERVE_DEFAULT_MODEL) if given,
-    else the model published first — the one whose oldest version, live or retired, was
-    created earliest (ties by name). None for a repository with no model.
-
-    A model published later never takes /predict from the one its clients already use.
-    Reads only metadata.json files; unreadable or broken ones are passed over.
-    """
-    if configured:
-        return configured
-    first: list[tuple[str, str]] = []
-    for name in model_names(repository):
-        model_dir = Path(repository) / name
-        numbers = sorted({*version_dirs(model_dir), *retired_versions(model_dir)})
-        for number in numbers:  # the oldest readable version says when the model began
-            directory = model_dir / (str(number) if (model_dir / str(number)).is_dir()
-                                     else f"{RETIRED_PREFIX}{number}")
-            if (created := _created_at(directory)) is not None:
-                first.append((created, name))
-                break
-        else:
-            first.append(("\uffff", name))  # no readable version: after every dated model
-    return min(first)[1] if first else None
-
-
 def model_config(model_name: str, inputs: list[dict[str, Any]] | None = None,
                  outputs: list[dict[str, Any]] | None = None,
                  keep_versions: int | None = None) -> dict[str, Any]:
