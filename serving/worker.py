@@ -42,6 +42,7 @@ import selectors
 import socket
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from gunicorn import http
@@ -296,9 +297,7 @@ class BufferingWorker(base.Worker):
     def run(self) -> None:
         self.selector.register(self.PIPE[0], _READ, None)
         self._set_accepting(True)
-        # softserve's app can hold its access-log lines until the loop is about to wait.
-        buffer_log = getattr(self.wsgi, "buffer_access_log", None)
-        self.flush_log = buffer_log() if buffer_log is not None else _nothing
+        self.flush_log = self._access_log_flusher()
         next_sweep = next_notify = 0.0
         while self.alive:
             now = time.monotonic()
@@ -315,6 +314,13 @@ class BufferingWorker(base.Worker):
                 self._sweep(now)
                 next_sweep = now + SWEEP_SECONDS
         self._stop()
+
+    def _access_log_flusher(self) -> Callable[[], None]:
+        """What writes the access-log lines the application held back: softserve's app can hold
+        them until the loop is about to wait (``buffer_access_log``); for another app, nothing.
+        Raises what the app's hook raises."""
+        buffer_log = getattr(self.wsgi, "buffer_access_log", None)
+        return buffer_log() if buffer_log is not None else _nothing
 
     def _stop(self) -> None:
         """Graceful: finish what is being read or written; answer everything with
