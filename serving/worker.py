@@ -28,9 +28,10 @@ only then runs the application, in the loop's own thread. So:
   what the client still sends, for ``LINGER_SECONDS`` and ``max(LINGER_BYTES, max body)`` at
   most, in the loop like any other read, until the client closes too (RFC 9112 9.6).
 
-HTTP parsing, the WSGI environ and the response framing are gunicorn's own (``RequestParser``,
-``wsgi.create``, ``Response``), fed from the buffer. Not supported: TLS (terminate it in a proxy)
-and HTTP/2.
+Where a request ends in the buffer (and the error answers for what cannot be framed) is
+serving/http1.py's, pure functions; this module is the event loop around them. HTTP parsing, the
+WSGI environ and the response framing are gunicorn's own (``RequestParser``, ``wsgi.create``,
+``Response``), fed from the buffer. Not supported: TLS (terminate it in a proxy) and HTTP/2.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import selectors
 import socket
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from gunicorn import http
@@ -56,9 +58,8 @@ from gunicorn.http.errors import (
 from gunicorn.workers import base
 
 from .config import Config, ConfigError
-from .errors import JSON_CONTENT_TYPE, error_body
+from .http1 import CONTINUE, FramingError, empty_lines, error_response, frame
 
-HEADER_LIMIT = 64 * 1024  # bytes before the blank line that ends a request's headers
 RECV_BYTES = 256 * 1024
 STOP_LINGER = 2.0  # a stopping worker keeps idle connections this long for requests in flight
 SWEEP_SECONDS = 0.25  # how often deadlines are checked
@@ -66,7 +67,6 @@ SWEEP_SECONDS = 0.25  # how often deadlines are checked
 # for this long at most, and this many bytes at most (or the largest body allowed, if more).
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -111,150 +111,8 @@ class _Conn:
         self.linger: int | None = None  # answered and half-closed: bytes still to drop
 
 
-class BadFraming(Exception):
-    """A request whose end cannot be found: answered with this status, then closed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _header(head: bytes, name: bytes) -> bytes | None:
-    """The value of a header in ``head`` (lower-cased, starting at the request line), or None.
-    Raises BadFraming if it appears twice."""
-    key = b"\r\n" + name + b":"
-    at = head.find(key)
-    if at < 0:
-        return None
-    if head.find(key, at + 1) >= 0:
-        raise BadFraming(400, f"more than one {name.decode()} header")
-    end = head.find(b"\r\n", at + len(key))
-    return head[at + len(key): end if end >= 0 else len(head)].strip()
-
-
-def empty_lines(buf: bytes | bytearray) -> int:
-    """How many bytes at the start of ``buf`` are empty lines, which RFC 9112 2.2 lets a server
-    ignore before a request line: CRLF, or a bare LF (with any CRs before it). CRs at the very
-    end are not counted: their LF may not have arrived yet. Raises nothing."""
-    blank = len(buf) - len(buf.lstrip(b"\r\n"))
-    return buf.rfind(b"\n", 0, blank) + 1
-
-
-def request_end(buf: bytearray, max_body: int,
-                progress: list[int] | None = None) -> tuple[int, bool] | None:
-    """``frame`` without where the body starts: ``(end, body_missing)`` or None."""
-    found = frame(buf, max_body, progress)
-    return None if found is None else found[:2]
-
-
-def frame(buf: bytearray, max_body: int,
-          progress: list[int] | None = None) -> tuple[int, bool, int] | None:
-    """Where the first request in ``buf`` ends, as ``(end, body_missing, body_start)``;
-    ``body_start`` is where a Content-Length body starts, -1 for any other framing (chunked, or
-    a coding gunicorn refuses), so the caller splits head and body without parsing again.
-    None while the request is
-    incomplete; ``(-1, False, -1)`` while it is incomplete and its client waits for "100 Continue".
-    ``body_missing`` is true when the body is larger than ``max_body``: the request is handed
-    over with its headers only, for the application to refuse, and the connection closes after
-    the answer. The framing is gunicorn's, as strict: where this says a request ends is where
-    gunicorn's parser says so too. ``progress`` (``[0, 0]`` for a new request) lets the scan of a
-    chunked body resume where the last call stopped. Raises BadFraming."""
-    head_end = buf.find(b"\r\n\r\n")
-    if head_end < 0:
-        if len(buf) > HEADER_LIMIT:
-            raise BadFraming(431, f"request headers larger than {HEADER_LIMIT} bytes")
-        return None
-    if head_end > HEADER_LIMIT:
-        raise BadFraming(431, f"request headers larger than {HEADER_LIMIT} bytes")
-    body_start = head_end + 4
-    head = bytes(buf[:head_end]).lower()
-    line_end = head.find(b"\r\n")
-    http_1_0 = (head[:line_end] if line_end >= 0 else head).endswith(b" http/1.0")
-    # RFC 9110 15.2: no 1xx answers to an HTTP/1.0 client.
-    expects = (not http_1_0 and b"\r\nexpect:" in head
-               and b"100-continue" in (_header(head, b"expect") or b""))
-    coding = _header(head, b"transfer-encoding")
-    length = _header(head, b"content-length")
-    if coding is not None and length is not None:
-        raise BadFraming(400, "both Content-Length and Transfer-Encoding")
-    if coding is not None:
-        if coding.rsplit(b",", 1)[-1].strip() != b"chunked":
-            # gunicorn's parser refuses it (400, or 501); the connection closes after.
-            return len(buf), True, -1
-        end = _chunked_end(buf, body_start, max_body, expects, progress)
-        return None if end is None else (end, False, -1)
-    if length is None:
-        return body_start, False, body_start
-    if not length.isdigit():
-        raise BadFraming(400, "Content-Length is not a number")
-    size = int(length)
-    if size > max_body:
-        return body_start, True, body_start
-    if len(buf) < body_start + size:
-        return (-1, False, -1) if expects else None
-    return body_start + size, False, body_start
-
-
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
-def _chunked_end(buf: bytearray, pos: int, max_body: int, expects: bool,
-                 progress: list[int] | None) -> int | None:
-    """Where a chunked body starting at ``pos`` ends; None while incomplete, -1 while incomplete
-    and the client waits for "100 Continue"."""
-    total = 0
-    if progress is not None and progress[0] > pos:
-        pos, total = progress
-    waiting = -1 if expects else None
-    while True:
-        chunk_start, total_before = pos, total
-        if progress is not None:
-            progress[0], progress[1] = chunk_start, total_before
-        line_end = buf.find(b"\r\n", pos)
-        if line_end < 0:
-            if len(buf) - pos > 1024:
-                raise BadFraming(400, "chunk size line too long")
-            return waiting
-        size_text, *extension = bytes(buf[pos:line_end]).split(b";", 1)
-        if extension:
-            size_text = size_text.rstrip(b" \t")
-        if not size_text or not _HEX.issuperset(size_text):
-            raise BadFraming(400, "invalid chunk size")
-        size = int(size_text, 16)
-        total += size
-        if total > max_body:
-            raise BadFraming(413, f"request body larger than {max_body} bytes")
-        if size == 0:
-            if buf[line_end + 2: line_end + 4] == b"\r\n":
-                return line_end + 4
-            trailer_end = buf.find(b"\r\n\r\n", line_end + 2)
-            if trailer_end < 0:
-                if len(buf) - line_end > HEADER_LIMIT:
-                    raise BadFraming(431, "chunked trailers too large")
-                return None
-            return trailer_end + 4
-        data_end = line_end + 2 + size
-        if len(buf) < data_end + 2:
-            return waiting
-        if buf[data_end: data_end + 2] != b"\r\n":
-            raise BadFraming(400, "chunk data not followed by CRLF")
-        pos = data_end + 2
-
-
-_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
-            414: "URI Too Long", 417: "Expectation Failed", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
-
-
-def error_response(status: int, message: str) -> bytes:
-    """A complete HTTP/1.1 answer with softserve's JSON error body; the connection closes."""
-    body = error_body(message)
-    return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            f"Content-Type: {JSON_CONTENT_TYPE}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode("latin-1") + body
-
-
 def _parse_error_status(exc: Exception) -> int:
+    """The status for a request gunicorn's parser refused with ``exc``. Raises nothing."""
     if isinstance(exc, LimitRequestLine):
         return 414
     if isinstance(exc, LimitRequestHeaders):
@@ -296,9 +154,7 @@ class BufferingWorker(base.Worker):
     def run(self) -> None:
         self.selector.register(self.PIPE[0], _READ, None)
         self._set_accepting(True)
-        # softserve's app can hold its access-log lines until the loop is about to wait.
-        buffer_log = getattr(self.wsgi, "buffer_access_log", None)
-        self.flush_log = buffer_log() if buffer_log is not None else _nothing
+        self.flush_log = self._access_log_flusher()
         next_sweep = next_notify = 0.0
         while self.alive:
             now = time.monotonic()
@@ -315,6 +171,13 @@ class BufferingWorker(base.Worker):
                 self._sweep(now)
                 next_sweep = now + SWEEP_SECONDS
         self._stop()
+
+    def _access_log_flusher(self) -> Callable[[], None]:
+        """What writes the access-log lines the application held back: softserve's app can hold
+        them until the loop is about to wait (``buffer_access_log``); for another app, nothing.
+        Raises what the app's hook raises."""
+        buffer_log = getattr(self.wsgi, "buffer_access_log", None)
+        return buffer_log() if buffer_log is not None else _nothing
 
     def _stop(self) -> None:
         """Graceful: finish what is being read or written; answer everything with
@@ -515,8 +378,8 @@ class BufferingWorker(base.Worker):
         while conn.buf and conn.out is None:
             try:
                 found = frame(conn.buf, self.max_body, conn.progress)
-            except BadFraming as exc:
-                self._answer_and_close(conn, exc.status, str(exc))
+            except FramingError as exc:
+                self._answer_and_close(conn, exc.status, exc.message)
                 return
             if found is None:
                 return

@@ -1,7 +1,6 @@
 """softserve's gunicorn worker (serving/worker.py, ``serving.worker.BufferingWorker``).
 
-``request_end`` — where the first request in a buffer ends — and ``empty_lines`` — the empty
-lines before a request, ignored — are pure functions, tested directly. Everything else runs
+Its framing (serving/http1.py) is tested without sockets in tests/serving/test_http1.py. Here,
 against a real gunicorn on 127.0.0.1 with the worker as its default worker class: keep-alive,
 pipelining, ``Expect: 100-continue``, chunked and trickled bodies, malformed HTTP answered as
 JSON, HTTP/1.0, the idle and request timeouts (a 1-worker server of its own with
@@ -27,42 +26,17 @@ from pathlib import Path
 
 import pytest
 
-from serving.worker import CONTINUE, HEADER_LIMIT, BadFraming, empty_lines, request_end
+from serving.http1 import CONTINUE
 from tests.conftest import Server, start_server
 from tests.reliability.conftest import (ROW, V2_ROW, RawResponse, assert_json_error,
                                         http_request, parse_response, raw_exchange)
+from tests.serving.test_http1 import (EXPECT, LENIENT_CHUNKS, NEXT, TE, chunks, imported_alone,
+                                      message)
 
-MAX = 1000  # max_body for the request_end cases
 LIVE = b'{"live":true}'
-NEXT = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"  # a pipelined request after the first
-TE = b"Transfer-Encoding: chunked"
-EXPECT = b"Expect: 100-continue"
 
 
 # --------------------------------------------------------------------------------- helpers
-
-
-def message(*headers: bytes, body: bytes = b"", target: bytes = b"/predict") -> bytes:
-    """A POST request as bytes: its header lines, then the blank line, then ``body`` as is."""
-    return (b"POST " + target + b" HTTP/1.1\r\nHost: x\r\n" + b"".join(h + b"\r\n" for h in headers)
-            + b"\r\n" + body)
-
-
-def chunks(*parts: bytes, last: bytes = b"0\r\n\r\n") -> bytes:
-    """``parts`` in chunked framing, then the last chunk (and trailers) ``last``."""
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + last
-
-
-def end_of(buf: bytes, max_body: int = MAX) -> tuple[int, bool] | None:
-    return request_end(bytearray(buf), max_body)
-
-
-def refusal(buf: bytes, max_body: int = MAX) -> int:
-    """The status of the BadFraming that request_end raises for ``buf``."""
-    with pytest.raises(BadFraming) as caught:
-        request_end(bytearray(buf), max_body)
-    assert str(caught.value), "a BadFraming without a message"
-    return caught.value.status
 
 
 def split_responses(data: bytes) -> list[RawResponse]:
@@ -125,168 +99,15 @@ def assert_v2_outputs(answer: RawResponse) -> None:
     assert outputs["class"]["data"] == [0] and outputs["probabilities"]["shape"] == [1, 3], outputs
 
 
-# --------------------------------------------------------------------- request_end, unit cases
+# ------------------------------------------------------------------------------ the module
 
 
-WHOLE = {
-    "no body": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n",
-    "content-length": message(b"Content-Length: 5", body=b"hello"),
-    "content-length 0": message(b"Content-Length: 0"),
-    "content-length, any case and spacing": message(b"CONTENT-length:   5  ", body=b"hello"),
-    "content-length of max_body": message(b"Content-Length: %d" % MAX, body=b"a" * MAX),
-    "chunked": message(TE, body=chunks(b"hello", b" world")),
-    "chunked, no data": message(TE, body=chunks()),
-    "chunked, data holding CRLFs": message(TE, body=chunks(b"\r\n\r\n", b"0\r\n\r\n")),
-    "chunked with extensions": message(TE, body=b"5;name=value\r\nhello\r\n"
-                                                b"6 ; a=b;c\r\n world\r\n0;last=1\r\n\r\n"),
-    "chunked with trailers": message(TE, body=chunks(b"hello", last=b"0\r\nX-Sum: 1\r\n"
-                                                                     b"X-Other: 2\r\n\r\n")),
-    "chunked, upper-case hex sizes": message(TE, body=b"A\r\n0123456789\r\n0\r\n\r\n"),
-    "content-length, expect, body sent anyway": message(b"Content-Length: 5", EXPECT,
-                                                        body=b"hello"),
-    "chunked, expect, body sent anyway": message(TE, EXPECT, body=chunks(b"hello")),
-}
-
-
-@pytest.mark.parametrize("raw", WHOLE.values(), ids=WHOLE.keys())
-def test_request_end_finds_where_a_whole_request_ends(raw: bytes) -> None:
-    assert end_of(raw) == (len(raw), False)
-    # Pipelined: the next request's bytes are not the first's.
-    assert end_of(raw + NEXT) == (len(raw), False)
-    assert end_of(raw + NEXT[:7]) == (len(raw), False)
-    # Any prefix is incomplete (or, for a client that expects 100-continue, waits for it).
-    waiting = (None, (-1, False)) if EXPECT.lower() in raw.lower() else (None,)
-    incomplete = {cut: end_of(raw[:cut]) for cut in range(len(raw))}
-    assert {cut: found for cut, found in incomplete.items() if found not in waiting} == {}
-
-
-def test_request_end_waits_for_a_body_announced_with_expect_100_continue() -> None:
-    head = message(b"Content-Length: 5", EXPECT)
-    assert end_of(head) == (-1, False)
-    assert end_of(head + b"hel") == (-1, False)
-    assert end_of(head + b"hello") == (len(head) + 5, False)
-    assert end_of(message(b"Content-Length: 5", b"EXPECT:  100-Continue")) == (-1, False)
-    assert end_of(message(TE, EXPECT)) == (-1, False)
-    assert end_of(message(TE, EXPECT, body=b"5\r\nhel")) == (-1, False)
-    # Nothing is owed before the headers are whole, and a body of 0 bytes is all there.
-    assert end_of(head[:-2]) is None
-    empty = message(b"Content-Length: 0", EXPECT)
-    assert end_of(empty) == (len(empty), False)
-    # Without the expectation, an incomplete body is just incomplete.
-    assert end_of(message(b"Content-Length: 5")) is None
-    assert end_of(message(b"Content-Length: 5", b"Expect: something-else")) is None
-
-
-def test_request_end_hands_over_a_body_over_max_body_with_its_headers_only() -> None:
-    head = message(b"Content-Length: %d" % (MAX + 1))
-    assert end_of(head) == (len(head), True)
-    assert end_of(head + b"a" * 100) == (len(head), True)
-    assert end_of(head + b"a" * (MAX + 1)) == (len(head), True)
-    # No "100 Continue" for a body that will be refused anyway.
-    expecting = message(b"Content-Length: 99999999999", EXPECT)
-    assert end_of(expecting) == (len(expecting), True)
-
-
-def test_request_end_leaves_unsupported_transfer_codings_to_gunicorn() -> None:
-    raw = message(b"Transfer-Encoding: foo", body=b"abc")
-    assert end_of(raw) == (len(raw), True)
-
-
-FRAMING = {
-    "content-length and transfer-encoding": (message(b"Content-Length: 5", TE,
-                                                     body=chunks(b"hello")), 400),
-    "transfer-encoding and content-length": (message(TE, b"Content-Length: 5",
-                                                     body=chunks(b"hello")), 400),
-    "content-length twice": (message(b"Content-Length: 5", b"Content-Length: 5",
-                                     body=b"hello"), 400),
-    "content-length twice, other case": (message(b"Content-Length: 5", b"content-LENGTH: 6",
-                                                 body=b"hello!"), 400),
-    "content-length not a number": (message(b"Content-Length: abc", body=b"abc"), 400),
-    "content-length negative": (message(b"Content-Length: -5", body=b"hello"), 400),
-    "content-length with a sign": (message(b"Content-Length: +5", body=b"hello"), 400),
-    "content-length as a list": (message(b"Content-Length: 5, 5", body=b"hello"), 400),
-    "content-length empty": (message(b"Content-Length:", body=b"hello"), 400),
-    "content-length in hex": (message(b"Content-Length: 0x5", body=b"hello"), 400),
-    "chunk size not hex": (message(TE, body=b"zz\r\nhello\r\n0\r\n\r\n"), 400),
-    "chunk size empty": (message(TE, body=b"\r\nhello\r\n0\r\n\r\n"), 400),
-    "chunk size negative": (message(TE, body=b"-5\r\nhello\r\n0\r\n\r\n"), 400),
-    "chunk size line without end": (message(TE, body=b"1" * 2000), 400),
-    "headers without end over the limit": (b"GET / HTTP/1.1\r\nX-A: " + b"a" * HEADER_LIMIT, 431),
-    "headers over the limit": (b"GET / HTTP/1.1\r\nX-A: " + b"a" * HEADER_LIMIT + b"\r\n\r\n",
-                               431),
-    "trailers over the limit": (message(TE, body=b"0\r\nX-A: " + b"a" * (HEADER_LIMIT + 10)),
-                                431),
-    "chunked body over max_body": (message(TE, body=chunks(b"a" * 600, b"a" * 600)), 413),
-    "chunked body announced over max_body": (message(TE, body=b"%x\r\n" % (MAX + 1)), 413),
-    "chunked body over max_body, in small chunks": (
-        message(TE, body=b"".join(chunks(b"a" * 100)[:-5] for _ in range(11))), 413),
-}
-
-
-@pytest.mark.parametrize(("raw", "status"), FRAMING.values(), ids=FRAMING.keys())
-def test_request_end_refuses_what_cannot_be_framed(raw: bytes, status: int) -> None:
-    assert refusal(raw) == status
-
-
-def test_request_end_takes_headers_up_to_the_limit() -> None:
-    head = b"GET / HTTP/1.1\r\nX-A: "
-    fits = head + b"a" * (HEADER_LIMIT - len(head)) + b"\r\n\r\n"
-    assert fits.index(b"\r\n\r\n") == HEADER_LIMIT
-    assert end_of(fits) == (len(fits), False)
-    assert end_of(fits[:-4]) is None
-
-
-# Chunk sizes that gunicorn's own chunked reader refuses (only hex digits, BWS only before ";"),
-# and a chunk whose data is not followed by CRLF.
-LENIENT_CHUNKS = {
-    "0x prefix": b"0x5\r\nhello\r\n0\r\n\r\n",
-    "plus sign": b"+5\r\nhello\r\n0\r\n\r\n",
-    "underscore": b"0_5\r\nhello\r\n0\r\n\r\n",
-    "leading space": b" 5\r\nhello\r\n0\r\n\r\n",
-    "trailing space": b"5 \r\nhello\r\n0\r\n\r\n",
-    "data not followed by CRLF": b"5\r\nhelloXX0\r\n\r\n",
-}
-
-
-@pytest.mark.parametrize("body", LENIENT_CHUNKS.values(), ids=LENIENT_CHUNKS.keys())
-def test_request_end_frames_chunks_as_strictly_as_gunicorn(body: bytes) -> None:
-    assert refusal(message(TE, body=body)) == 400
-
-
-@pytest.mark.parametrize("coding", [b"identity, chunked", b"gzip, chunked"])
-def test_request_end_waits_for_a_body_chunked_after_other_codings(coding: bytes) -> None:
-    head = message(b"Transfer-Encoding: " + coding)
-    try:
-        found = end_of(head)
-    except BadFraming:  # refusing such codings outright would do too
-        found = None
-    assert found is None
-
-
-EMPTY_LINES = {
-    b"": 0,
-    b"GET / HTTP/1.1": 0,
-    b"\r\n": 2,
-    b"\n": 1,
-    b"\r\n\r\nGET / HTTP/1.1": 4,
-    b"\n\nGET / HTTP/1.1": 2,
-    b"\r\n\nGET / HTTP/1.1": 3,
-    b"\r\r\nGET / HTTP/1.1": 3,  # a bare LF with CRs before it (RFC 9112 2.2)
-    b"\r": 0,  # the start of a CRLF, maybe: not yet
-    b"\r\n\r": 2,
-    b"\rGET / HTTP/1.1": 0,  # a CR alone is no empty line: the request is malformed
-    b" \r\nGET / HTTP/1.1": 0,
-    b"\r\n \r\n": 2,
-}
-
-
-@pytest.mark.parametrize(("buf", "blank"), EMPTY_LINES.items(), ids=map(repr, EMPTY_LINES))
-def test_empty_lines_counts_the_empty_lines_before_a_request(buf: bytes, blank: int) -> None:
-    assert empty_lines(buf) == empty_lines(bytearray(buf)) == blank
-
-
-def test_empty_lines_takes_a_flood_at_once() -> None:
-    assert empty_lines(b"\r\n" * 100_000 + b"GET") == 200_000
+def test_the_worker_imports_neither_flask_nor_the_app_s_errors() -> None:
+    """The worker runs in gunicorn's worker process before (and apart from) the app: its error
+    answers are http1's, not the Flask app's."""
+    modules = set(imported_alone("serving.worker"))
+    assert modules & {"flask", "werkzeug", "serving.errors"} == set()
+    assert {"serving.worker", "gunicorn.workers.base"} <= modules
 
 
 # --------------------------------------------------------------------------- the session server
