@@ -18,21 +18,17 @@ asks this module
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
-import orjson
+from serving.errors import SoftserveError, error_answer, status_line
 
 HEADER_LIMIT = 64 * 1024  # bytes before the blank line that ends a request's headers
 CHUNK_LINE_LIMIT = 1024  # bytes of a chunk-size line (with its extensions)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-JSON_CONTENT_TYPE = "application/json"
 
 # What ``frame`` returns while the headers are whole, the body is not, and the client waits for
 # "100 Continue" before it sends the body.
 AWAIT_CONTINUE = (-1, False, -1)
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
 class FramingError(Exception):
@@ -166,10 +162,9 @@ def _chunked_end(buf: bytearray, pos: int, max_body: int, expects: bool,
 
 
 def error_response(status: int, message: str) -> bytes:
-    """A complete HTTP/1.1 answer with softserve's JSON error body ``{"error": message}``, which
-    closes the connection. The reason phrase is ``http.HTTPStatus``'s ("Error" for a status it
-    does not know). Raises nothing."""
-    body = orjson.dumps({"error": message})
-    return (f"HTTP/1.1 {status} {_PHRASES.get(status, 'Error')}\r\n"
-            f"Content-Type: {JSON_CONTENT_TYPE}\r\nContent-Length: {len(body)}\r\n"
+    """A complete HTTP/1.1 answer with softserve's JSON error (``serving.errors.error_answer``,
+    as the app renders its own), which closes the connection. Raises nothing."""
+    status, headers, body = error_answer(SoftserveError(message, status))
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return (f"HTTP/1.1 {status_line(status)}\r\n{head}Content-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode("latin-1") + body

@@ -340,7 +340,9 @@ class BufferingWorker(base.Worker):
         if skip:
             del conn.buf[:skip]
             self.buffered -= skip
-        conn.started = bool(conn.buf) and conn.buf != b"\r"
+        # Started once a byte other than CR is there (CRs may still begin an empty line); the
+        # strip, a copy, only runs for a buffer that begins with a CR.
+        conn.started = bool(conn.buf) and (conn.buf[0] != 13 or bool(conn.buf.lstrip(b"\r")))
 
     def _linger(self, conn: _Conn) -> None:
         """Close ``conn`` once its last answer is written, without losing that answer to an

@@ -102,11 +102,11 @@ def assert_v2_outputs(answer: RawResponse) -> None:
 # ------------------------------------------------------------------------------ the module
 
 
-def test_the_worker_imports_neither_flask_nor_the_app_s_errors() -> None:
+def test_the_worker_imports_no_web_framework() -> None:
     """The worker runs in gunicorn's worker process before (and apart from) the app: its error
-    answers are http1's, not the Flask app's."""
+    answers are rendered by serving.errors, which imports no web framework either."""
     modules = set(imported_alone("serving.worker"))
-    assert modules & {"flask", "werkzeug", "serving.errors"} == set()
+    assert modules & {"flask", "werkzeug"} == set()
     assert {"serving.worker", "gunicorn.workers.base"} <= modules
 
 
@@ -290,6 +290,13 @@ def test_empty_lines_before_a_request_are_ignored(server: Server, blank: bytes) 
     assert [(a.status, a.body) for a in answers] == [(200, LIVE)], answers
     # Sent on their own first, then the request.
     answers = exchange(server.port, [blank, http_request("GET", "/v2/health/live")], pause=0.05)
+    assert [(a.status, a.body) for a in answers] == [(200, LIVE)], answers
+
+
+def test_an_empty_line_split_after_its_carriage_returns_is_ignored(server: Server) -> None:
+    """``\r\r`` then ``\n`` in another packet is one empty line, as when sent together."""
+    answers = exchange(server.port, [b"\r\r", b"\n" + http_request("GET", "/v2/health/live")],
+                       pause=0.05)
     assert [(a.status, a.body) for a in answers] == [(200, LIVE)], answers
 
 
