@@ -4,12 +4,15 @@ Every format is round-tripped; every bad input is a parametrized case asserting 
 class, the HTTP status and the words of the message that say what was wrong and what is
 expected. tritonclient, the client users really have, builds requests and parses responses to
 prove wire compatibility with Triton's JSON, binary tensor data and classification extensions.
+The last test holds the package's modules to their one-way imports.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,7 @@ import orjson
 import pytest
 import tritonclient.http as triton
 
+import serving.codecs
 from serving.codecs import (
     BINARY_CONTENT_TYPE,
     FLOAT32_MAX,
@@ -1014,3 +1018,42 @@ def test_small_and_large_batches_decode_to_the_same_values() -> None:
     large = decode_instances(orjson.dumps({"instances": rows}), NAMES, 100)
     assert small.dtype == np.float32 and small.flags.c_contiguous and small.shape == (3, 4)
     np.testing.assert_array_equal(small, large[:3])
+
+
+# --------------------------------------------------------------- the package's one-way layers
+
+# Which modules of serving.codecs each one may import: the protocol modules build on checks,
+# v2_json on v2_binary too; nothing imports back up. A new module must be given its place here.
+CODEC_LAYERS = {
+    "checks": set(),
+    "instances": {"checks"},
+    "v2_binary": {"checks"},
+    "v2_json": {"checks", "v2_binary"},
+}
+
+
+def codec_imports(path: Path) -> set[str]:
+    """The serving.codecs modules a source file imports, by their short names."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level:  # from . import x, from .x import y
+            found.update([node.module.split(".")[0]] if node.module else
+                         [alias.name for alias in node.names])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("serving.codecs"):
+            found.add(node.module.removeprefix("serving.codecs").lstrip(".") or "__init__")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("serving.codecs"):
+                    found.add(alias.name.removeprefix("serving.codecs").lstrip(".") or "__init__")
+    return found
+
+
+def test_codec_modules_import_only_downward() -> None:
+    package = Path(serving.codecs.__file__).parent
+    modules = {p.stem: p for p in package.glob("*.py") if p.stem != "__init__"}
+    assert set(modules) == set(CODEC_LAYERS)
+    for name, path in modules.items():
+        assert codec_imports(path) <= CODEC_LAYERS[name], name
+    # The package re-exports only what its modules define.
+    assert codec_imports(package / "__init__.py") <= set(CODEC_LAYERS)
+    assert all(hasattr(serving.codecs, name) for name in serving.codecs.__all__)

@@ -1,0 +1,235 @@
+"""What more than one wire format needs: JSON loading, value checks, the float32 input.
+
+Pure functions over bytes, parsed JSON and numpy arrays, and the constants they share (the JSON
+content type, float32's range, V2's datatype tables, read by both V2 modules). The protocol
+modules (``instances``, ``v2_json``, ``v2_binary``) import from here, never the reverse. Names
+with a leading underscore are private to the ``serving.codecs`` package.
+
+Speed: a batch is parsed by orjson and checked as whole numpy arrays; the per-value Python work
+(naming the exact bad value) only runs once a batch is known to be bad. Booleans, which numpy
+silently reads as 1 and 0, are looked for only among the values equal to 0 or 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelrepo import INPUT_NAME, N_FEATURES
+from serving.errors import BadRequest
+
+JSON_CONTENT_TYPE = "application/json"
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# V2 datatypes the model accepts for its input, with their (little-endian) wire dtype; all of
+# them are converted to float32, the model's input type.
+INPUT_DATATYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+}
+# Every datatype the Open Inference Protocol defines: the others are valid but not accepted.
+V2_DATATYPES = frozenset(
+    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+     "FP16", "FP32", "FP64", "BF16", "BYTES"}
+)
+# How messages name the model's one V2 input tensor, whether its values come as JSON or binary.
+_INPUT = f'input "{INPUT_NAME}"'
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as JSON text, shortened, for error messages."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {_show(value)}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why one parsed JSON value cannot be a feature value, or None if it can."""
+    kind = type(value)
+    if kind is float or kind is int:
+        if abs(value) <= FLOAT32_MAX:
+            return None
+        return f"is {value!r}, outside the float32 range (magnitude at most 3.4e38)"
+    if kind is str:
+        return f"is the string {_show(value)}: expected a number (numbers must not be quoted)"
+    return f"is {_json_kind(value)}: expected a number"
+
+
+def _load_json(body: bytes, what: str, example: str, after_json: str = "") -> Any:
+    """Parse a UTF-8 JSON document. Raises BadRequest saying why it is not one, and where.
+
+    ``after_json``, if given, is the advice for a body whose start is a whole JSON document
+    followed by more bytes (the V2 binary data sent without its header length).
+    """
+    head = bytes(body[:4])
+    # orjson would reject these too, but with a puzzling message: say what it is.
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
+        raise BadRequest(
+            f"{what} looks like UTF-16 or UTF-32: send JSON encoded as UTF-8, such as {example}"
+        )
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if not body:
+            raise BadRequest(f"{what} is empty: expected a JSON object such as {example}") from None
+        raise BadRequest(_json_problem(bytes(body), exc, what, example, after_json)) from None
+
+
+def _json_problem(
+    body: bytes, exc: orjson.JSONDecodeError, what: str, example: str, after_json: str
+) -> str:
+    """The message for a body orjson refused, naming the byte offset where it goes wrong.
+
+    orjson reports every invalid UTF-8 sequence at "char 0", and other errors at a position
+    counted in characters, not bytes: both are recomputed here (only once a body has failed).
+    """
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as bad:
+        offset = bad.start
+        where = f"byte 0x{body[offset]:02X} at offset {offset} (line {_line(body, offset)})"
+        if bad.reason == "unexpected end of data":
+            problem = (
+                f"{what} is not UTF-8: {where} begins a character cut short by the end of the "
+                f"{what}"
+            )
+        else:
+            problem = f"{what} is not UTF-8: {where} does not begin a valid UTF-8 character"
+        if after_json and _whole_document_before(body, offset):
+            return f"{problem}; {after_json}"
+        return f"{problem}; send JSON encoded as UTF-8, such as {example}"
+    offset = len(text[: exc.pos].encode())
+    problem = (
+        f"{what} is not valid UTF-8 JSON: {exc.msg} at byte offset {offset} "
+        f"(line {_line(body, offset)})"
+    )
+    if after_json and exc.msg == _AFTER_DOCUMENT:
+        return f"{problem}; {after_json}"
+    if b"NaN" in body or b"Infinity" in body:
+        problem += " (NaN and Infinity are not JSON numbers: every value must be finite)"
+    return f"{problem}; expected a JSON object such as {example}"
+
+
+# orjson's message for bytes after a complete document.
+_AFTER_DOCUMENT = "unexpected content after document"
+
+
+def _line(body: bytes, offset: int) -> int:
+    """The line number (from 1) of byte ``offset`` of ``body``."""
+    return body.count(b"\n", 0, offset) + 1
+
+
+def _whole_document_before(body: bytes, offset: int) -> bool:
+    """Whether ``body[:offset]`` starts with a whole JSON document (anything may follow)."""
+    try:
+        orjson.loads(body[:offset])
+    except orjson.JSONDecodeError as exc:
+        return exc.msg == _AFTER_DOCUMENT
+    return True
+
+
+def _leaves(nested: list[Any], depth: int) -> Iterable[Any]:
+    """The values of a rectangular nested list ``depth`` levels deep, without a Python loop."""
+    values: Iterable[Any] = nested
+    for _ in range(depth - 1):
+        values = itertools.chain.from_iterable(values)
+    return values
+
+
+def _holds_booleans(nested: list[Any], array: np.ndarray) -> bool:
+    """Whether the JSON values ``array`` was built from include true or false.
+
+    numpy reads true and false as 1 and 0 without a word. Only values equal to 0 or 1 can have
+    been booleans, so only those few are looked up in the parsed lists; a batch with many of
+    them is checked in one C-level pass over the value types instead.
+    """
+    flat = array.reshape(-1)
+    candidates = np.flatnonzero((flat == 0) | (flat == 1))
+    if len(candidates) == 0:
+        return False
+    # Looking one value up costs about as much as four or five values in the pass over all types.
+    if len(candidates) * 4 > flat.size:
+        return bool in set(map(type, _leaves(nested, array.ndim)))
+    for position in zip(*(axis.tolist() for axis in np.unravel_index(candidates, array.shape))):
+        value: Any = nested
+        for index in position:
+            value = value[index]
+        if type(value) is bool:
+            return True
+    return False
+
+
+def _first_out_of_float32(flat: np.ndarray) -> int | None:
+    """Index of the first value that is NaN, infinite or beyond float32's range, else None."""
+    if flat.dtype.kind != "f":
+        return None  # integers up to 2**64 are all within float32's range
+    # min/max propagate NaN, and NaN fails both comparisons: one pass each, no temporaries.
+    if flat.min() >= -FLOAT32_MAX and flat.max() <= FLOAT32_MAX:
+        return None
+    return int(np.flatnonzero(~(np.abs(flat) <= FLOAT32_MAX))[0])
+
+
+# Up to this many values, checking them one by one in Python is cheaper than numpy's
+# whole-array checks (four array operations cost ~25 µs with the caches cold under load).
+_SMALL_VALUES = 64
+
+
+def _small_float32(values: list[Any], rows: int) -> np.ndarray | None:
+    """Rows (lists of 4) or a flat list of plain, in-range numbers as (rows, 4) float32.
+
+    None when anything is unusual (booleans, strings, nesting, out of range, wrong length):
+    the caller's whole-array path then finds and words the problem.
+    """
+    for value in values:
+        kind = type(value)
+        if kind is list:
+            if len(value) != N_FEATURES:
+                return None
+            for item in value:
+                item_kind = type(item)
+                if (item_kind is not float and item_kind is not int) or \
+                        not -FLOAT32_MAX <= item <= FLOAT32_MAX:
+                    return None
+        elif (kind is not float and kind is not int) or not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+            return None
+    try:
+        array = np.array(values, dtype=np.float32)
+    except ValueError:  # rows and bare numbers mixed: not rectangular
+        return None
+    return array.reshape(rows, N_FEATURES) if array.size == rows * N_FEATURES else None
+
+
+def _to_float32(array: np.ndarray, rows: int) -> np.ndarray:
+    """The (rows, 4) float32 C-contiguous array holding ``array``'s values."""
+    out = array.astype(np.float32, copy=False).reshape(rows, N_FEATURES)
+    if not out.flags.aligned or not out.flags.c_contiguous:
+        # Binary data starts wherever the JSON header ends; onnxruntime reads the buffer
+        # directly, so hand it an aligned copy (a few kB) rather than unaligned floats.
+        out = np.array(out, dtype=np.float32, order="C")
+    return out
