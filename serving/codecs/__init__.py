@@ -20,7 +20,8 @@ input; data flows that way only):
 The names below are the package's API; callers import them from ``serving.codecs``.
 """
 
-from serving.codecs.checks import FLOAT32_MAX, INPUT_DATATYPES, JSON_CONTENT_TYPE, V2_DATATYPES
+from serving.codecs.checks import FLOAT32_MAX, INPUT_DATATYPES, V2_DATATYPES
+from serving.errors import JSON_CONTENT_TYPE  # the one definition, re-exported here
 from serving.codecs.instances import decode_instances, encode_predictions
 from serving.codecs.v2_binary import BINARY_CONTENT_TYPE, HEADER_LENGTH_HEADER, parse_header_length
 from serving.codecs.v2_json import (

@@ -22,7 +22,6 @@ import orjson
 from modelrepo import INPUT_NAME, N_FEATURES
 from serving.errors import BadRequest
 
-JSON_CONTENT_TYPE = "application/json"
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -15,11 +15,11 @@ import numpy as np
 import orjson
 
 from modelrepo import CLASS, INPUT_NAME, N_CLASSES, N_FEATURES, PROBABILITIES
+from serving.errors import JSON_CONTENT_TYPE
 from serving.codecs.checks import (
     _INPUT,
     _SMALL_VALUES,
     INPUT_DATATYPES,
-    JSON_CONTENT_TYPE,
     V2_DATATYPES,
     _first_out_of_float32,
     _holds_booleans,

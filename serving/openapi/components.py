@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelrepo import CLASS, INPUT_NAME, N_CLASSES, N_FEATURES, PLATFORM, PROBABILITIES
+from serving.routes.metrics import PROMETHEUS_CONTENT_TYPE
 from serving.codecs import (
     BINARY_CONTENT_TYPE,
     HEADER_LENGTH_HEADER,
@@ -24,7 +25,8 @@ from serving.codecs import (
 )
 
 REQUEST_ID_HEADER = "X-Request-ID"
-PROMETHEUS_CONTENT_TYPE = "text/plain"
+# /metrics' media type (its parameters, the exposition format's version, are in the prose).
+PROMETHEUS_MEDIA_TYPE = PROMETHEUS_CONTENT_TYPE.partition(";")[0]
 # The Swagger UI files GET /docs/{asset} serves, with their content types.
 DOCS_ASSET_TYPES = {
     ".js": "text/javascript",

@@ -15,6 +15,7 @@ from flask import Response, request, send_file
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
+from serving.errors import JSON_CONTENT_TYPE
 from serving.openapi.components import DOCS_ASSET_TYPES
 from serving.openapi.document import openapi_document
 from serving.routes import Handlers
@@ -95,7 +96,7 @@ def handlers() -> Handlers:
         raise RuntimeError(f"swagger-ui-bundle is incomplete, missing: {', '.join(missing)}")
 
     def openapi_json() -> Response:
-        return Response(document, mimetype="application/json")
+        return Response(document, mimetype=JSON_CONTENT_TYPE)
 
     def docs_page() -> Response:
         return Response(_PAGE, mimetype="text/html",

@@ -27,7 +27,7 @@ from serving.openapi.components import (
     METRICS_OFF_EXAMPLE,
     MODEL_NOT_READY,
     NO_CONTENT_TYPE,
-    PROMETHEUS_CONTENT_TYPE,
+    PROMETHEUS_MEDIA_TYPE,
     Json,
     infer_body,
     instances_body,
@@ -36,6 +36,7 @@ from serving.openapi.components import (
     response,
     schema,
 )
+from serving.routes.metrics import PROMETHEUS_CONTENT_TYPE
 
 SIMPLE, V2_HEALTH, V2_MODELS, V2_INFER, STATS, DOCS = (
     "Simple JSON and KServe V1", "V2 health and metadata", "V2 model metadata", "V2 inference",
@@ -244,9 +245,9 @@ ROUTES: tuple[Route, ...] = (
         "metrics", STATS, "Prometheus metrics",
         "Requests by route, method, model and status; latencies and sizes; inference times "
         "and rows; model loads and loaded versions; summed over every worker. Served as "
-        "`text/plain; version=0.0.4; charset=utf-8`.",
+        f"`{PROMETHEUS_CONTENT_TYPE}`.",
         response("Prometheus text.",
-                 {PROMETHEUS_CONTENT_TYPE: {"schema": schema("PrometheusText")}}),
+                 {PROMETHEUS_MEDIA_TYPE: {"schema": schema("PrometheusText")}}),
         (404, 405), descriptions={404: METRICS_OFF}, examples={404: METRICS_OFF_EXAMPLE})),
 
     # ---- documentation
