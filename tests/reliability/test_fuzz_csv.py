@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import modelrepo
-from tests.conftest import train
+from tests.support.models import train
 from tests.reliability.conftest import budget, count_case
 from training.data import DataError, read_csv
 

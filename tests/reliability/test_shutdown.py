@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import (HOOKS, WORKER_CLASSES, http_request, log_problems,
-                                        parse_response, start, wait_for_workers, wait_until)
+                                        parse_response, start, wait_for_workers)
+from tests.support.net import wait_until
 
 CLIENTS = 16
 BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * 2000}).encode()  # a few ms of work

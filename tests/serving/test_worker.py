@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from serving.worker import CONTINUE, HEADER_LIMIT, BadFraming, request_end
-from tests.conftest import Server, start_server
+from tests.support.server import Server, start_server
 from tests.reliability.conftest import (ROW, V2_ROW, RawResponse, assert_json_error,
                                         http_request, parse_response, raw_exchange)
 

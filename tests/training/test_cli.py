@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 import modelrepo
-from tests.conftest import train
+from tests.support.models import train
 
 OPTIONS = ["--data", "--label-column", "--model-name", "--epochs", "--lr", "--seed",
            "--val-fraction", "--standardize", "--log-every", "--min-accuracy", "--artifacts",
