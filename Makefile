@@ -59,7 +59,7 @@ bench: install
 	    exit 1; \
 	  fi; }
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## the fuzzers only, larger budgets: SOFTSERVE_FUZZ_EXAMPLES examples per generator (default 300)
 SOFTSERVE_FUZZ_EXAMPLES ?= 300
