@@ -59,7 +59,7 @@ bench: install
 	    exit 1; \
 	  fi; }
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## the fuzzers only, larger budgets: SOFTSERVE_FUZZ_EXAMPLES examples per generator (default 300)
 SOFTSERVE_FUZZ_EXAMPLES ?= 300
@@ -71,7 +71,7 @@ fuzz: install-test
 ## soak, not a test: 10 min at 80% of the measured maximum rate, a version published and rolled
 ## back every minute; writes docs/reliability.md (SOAK_ARGS for soak/run.py, see its --help)
 soak: install
-	$(BIN)/python soak/run.py $(SOAK_ARGS)
+	$(BIN)/python -m soak.run $(SOAK_ARGS)
 
 ## audit requirements/serve.lock: pip-audit against PyPI's vulnerability data, then PyPI's project
 ## JSON for what pip-audit could not look up; prints what was audited, what could not be (and

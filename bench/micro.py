@@ -7,8 +7,8 @@ what a request through gunicorn, Flask and the kernel does to them). Next to the
 "what if" variants written here (the serving code is not changed) show what a cheaper
 stage would cost. Figures are µs per call, the median of many calls.
 
-    .venv/bin/python bench/micro.py                 # trains iris into a temporary directory
-    .venv/bin/python bench/micro.py --repository DIR
+    .venv/bin/python -m bench.micro                 # trains iris into a temporary directory
+    .venv/bin/python -m bench.micro --repository DIR
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402  (bench/run.py)
+from bench import repository_to_serve
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 BODY = b'{"instances":[[5.1,3.5,1.4,0.2]]}'
@@ -65,16 +63,13 @@ def small_batch_decode(body: bytes) -> np.ndarray | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/micro.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.micro",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, help="an existing repository with iris")
     parser.add_argument("--calls", type=int, default=5000, help="timed calls per figure")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="softserve-micro-") as tmp:
-        repository = args.repository
-        if repository is None:
-            repository = Path(tmp) / "repository"
-            run.log(f"training iris into {repository}")
-            run.train(repository)
+        repository = repository_to_serve(args.repository, Path(tmp))
         import flask
 
         from serving import codecs, create_app

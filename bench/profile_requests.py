@@ -12,8 +12,8 @@ recv, shutdown, close). py-spy counts wall time of a running thread, preemption 
 time is what a request costs, so the table is in CPU µs per request.
 
     pip install py-spy                      # not a project dependency; needs ptrace (root)
-    .venv/bin/python bench/profile_requests.py                       # live vs predict-1
-    .venv/bin/python bench/profile_requests.py --scenarios predict-1,v2-binary-1 --out /tmp/prof
+    .venv/bin/python -m bench.profile_requests                       # live vs predict-1
+    .venv/bin/python -m bench.profile_requests --scenarios predict-1,v2-binary-1 --out /tmp/prof
 
 --out keeps py-spy's collapsed stacks (``<scenario>.txt``, for flamegraph.pl or speedscope).
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shlex
 import shutil
 import signal
@@ -35,8 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402  (bench/run.py: scenarios, server, wrk)
+from bench import log, repository_to_serve, run_main
+from bench.measure import run_wrk, start_gunicorn, wait_for_quiet
+from bench.scenarios import Scenario, check_scenario, select_scenarios
+from tests.support.processes import cpu_times
+from tests.support.server import Server
 
 # (bucket, test on "function (file:line)") — a stack's bucket is the one named by its deepest
 # matching frame, so the more specific buckets (codecs, onnxruntime) win over the outer ones.
@@ -116,13 +118,6 @@ def read_collapsed(path: Path) -> tuple[collections.Counter[str], collections.Co
     return user, kernel
 
 
-def user_system_seconds(pid: int) -> tuple[float, float]:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
 @dataclass
 class Profile:
     requests_per_s: float
@@ -132,30 +127,30 @@ class Profile:
     samples: int
 
 
-def profile_scenario(server: run.Server, scenario: run.Scenario, args: argparse.Namespace,
+def profile_scenario(server: Server, scenario: Scenario, args: argparse.Namespace,
                      tmp: Path, py_spy: str) -> Profile:
     """Sample one worker under wrk load; py-spy's shares spread the measured CPU time."""
-    run.check_scenario(server.url, scenario)
-    run.run_wrk(args.wrk, server.url, scenario, 1, args.threads, args.connections,
+    check_scenario(server, scenario)
+    run_wrk(args.wrk, server.url, scenario, 1, args.threads, args.connections,
                 tmp / "body.bin", args.nice)  # warm-up
     worker = server.worker_pids()[0]
     out = (args.out or tmp) / f"{scenario.name}.txt"
     result: dict[str, dict] = {}
 
     def load() -> None:
-        result["wrk"] = run.run_wrk(args.wrk, server.url, scenario, args.seconds + 4,
-                                    args.threads, args.connections, tmp / "body2.bin", args.nice)
+        result["wrk"] = run_wrk(args.wrk, server.url, scenario, args.seconds + 4,
+                                args.threads, args.connections, tmp / "body2.bin", args.nice)
 
     thread = threading.Thread(target=load)
     thread.start()
     time.sleep(2)
-    user0, system0 = user_system_seconds(worker)
+    user0, system0 = cpu_times(worker)
     t0 = time.monotonic()
     done = subprocess.run([py_spy, "record", "-p", str(worker), "-d", str(round(args.seconds)),
                            "-r", str(args.rate), "-f", "raw", "-o", str(out),
                            *(["--native"] if args.native else [])],
                           capture_output=True, text=True)
-    user1, system1 = user_system_seconds(worker)
+    user1, system1 = cpu_times(worker)
     window = time.monotonic() - t0
     thread.join()
     if done.returncode != 0 or not out.exists():
@@ -173,10 +168,10 @@ def profile_scenario(server: run.Server, scenario: run.Scenario, args: argparse.
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="bench/profile_requests.py", description=__doc__.split("\n\n")[0],
+        prog="python -m bench.profile_requests", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--scenarios", default="live,predict-1",
-                        help="comma-separated scenarios of bench/run.py")
+                        help="comma-separated scenarios of python -m bench")
     parser.add_argument("--seconds", type=float, default=10, help="sampling time per scenario")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
@@ -199,28 +194,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("profile: py-spy not found: pip install py-spy (or pass --py-spy PATH)",
               file=sys.stderr)
         return 2
-    chosen = run.select_scenarios(args.scenarios)
+    chosen = select_scenarios(args.scenarios)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     profiles: dict[str, Profile] = {}
     with tempfile.TemporaryDirectory(prefix="softserve-profile-") as tmp_name:
         tmp = Path(tmp_name)
-        repository = args.repository
-        if repository is None:
-            repository = tmp / "repository"
-            run.log(f"training iris into {repository}")
-            run.train(repository)
-        with run.running_server(repository, 1, shlex.split(args.gunicorn_args),
-                                tmp / "gunicorn.log", args.nice) as server:
-            run.log(f"server {server.url}, one {server.worker_class()} worker "
+        repository = repository_to_serve(args.repository, tmp)
+        with start_gunicorn(repository, 1, shlex.split(args.gunicorn_args), tmp,
+                            args.nice) as server:
+            log(f"server {server.url}, one {server.worker_class()} worker "
                     f"{server.worker_pids()}")
             for scenario in chosen:
                 if args.quiet_wait:
-                    run.wait_for_quiet(args.quiet_wait)
-                run.log(f"{scenario.name}: wrk + py-spy for {args.seconds:g} s")
+                    wait_for_quiet(args.quiet_wait)
+                log(f"{scenario.name}: wrk + py-spy for {args.seconds:g} s")
                 prof = profile_scenario(server, scenario, args, tmp, py_spy)
                 profiles[scenario.name] = prof
-                run.log(f"{scenario.name}: {prof.requests_per_s:,.0f} req/s, {prof.samples} "
+                log(f"{scenario.name}: {prof.requests_per_s:,.0f} req/s, {prof.samples} "
                         f"samples, {prof.user_us:.0f} µs user + {prof.system_us:.0f} µs system "
                         "CPU per request")
     print_table(profiles)
@@ -252,8 +243,4 @@ def print_table(profiles: dict[str, Profile]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as exc:
-        print(f"profile: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "profile")

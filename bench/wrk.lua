@@ -1,4 +1,4 @@
--- wrk script for bench/run.py: one fixed request per scenario, results as one JSON line.
+-- wrk script for python -m bench (bench/measure.py): one fixed request per scenario, results as one JSON line.
 --
 --   wrk -t2 -c32 -d10s -s bench/wrk.lua URL -- METHOD BODY_FILE [HEADER ...]
 --

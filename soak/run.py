@@ -1,6 +1,6 @@
 """Soak test of the real server: paced load for a long time while versions come and go.
 
-    python soak/run.py --help
+    python -m soak.run --help                  # from the repository root
     make soak                                  # the defaults: 10 minutes at 80% of the maximum
     SOAK_ARGS="--duration 120" make soak       # a shorter run
 
@@ -40,30 +40,25 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import modelrepo
+from tests.support import ROOT
+from tests.support.models import MODEL, served_version, train_in_subprocess
+from tests.support.processes import children, open_fds, proc_status
+from tests.support.server import Server, start_server
 
-import modelrepo  # noqa: E402  (after the path: soak/ is run as a script)
-
-GUNICORN_CONF = ROOT / "serving" / "gunicorn.conf.py"
 DOCS = ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
-MODEL = "iris"
 BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
 _VERSION = re.compile(rb'"model_version":"(\d+)"')
 RSS_TOLERANCE_KB = 16 * 1024  # "flat": the end within 16 MiB (or 10%) of the start
@@ -179,59 +174,37 @@ async def paced(port: int, rate: float, seconds: float, tally: Tally, stop: thre
 # --- the server and the repository ------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def prepare_repository(work: Path, source: Path | None) -> Path:
+    """The repository to serve, in ``work``: a copy of ``source``, or iris trained afresh.
+
+    Raises SystemExit if it has no valid version of the model.
+    """
     repository = work / "repository"
     if source is not None:
         shutil.copytree(source, repository, symlinks=True)
         log(f"copied the repository {source}")
     else:
         log("training iris into a temporary repository ...")
-        subprocess.run([sys.executable, "-m", "training", "--artifacts", str(repository),
-                        "--log-every", "0"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    if not modelrepo.version_dirs(repository / MODEL):
-        raise SystemExit(f"error: the repository has no {MODEL} version")
+        train_in_subprocess(repository)
+    try:
+        served_version(repository)
+    except RuntimeError as exc:
+        raise SystemExit(f"error: {exc}") from None
     return repository
 
 
-def start_server(repository: Path, work: Path, workers: int, gunicorn_args: str,
-                 poll_seconds: float) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port = free_port()
-    log_path = work / "gunicorn.log"
-    env = {**os.environ, "SOFTSERVE_MODEL_REPOSITORY": str(repository),
-           "SOFTSERVE_BIND": f"127.0.0.1:{port}", "SOFTSERVE_WORKERS": str(workers),
-           "SOFTSERVE_POLL_SECONDS": str(poll_seconds), "SOFTSERVE_ACCESS_LOG": "0"}
+def serve(repository: Path, work: Path, workers: int, gunicorn_args: str,
+          poll_seconds: float) -> Server:
+    """softserve's gunicorn with every worker booted, the access log off. Raises SystemExit."""
+    env = {"SOFTSERVE_ACCESS_LOG": "0"}
     if gunicorn_args:
         env["GUNICORN_CMD_ARGS"] = gunicorn_args
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "serving:create_app()"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"error: gunicorn exited with {process.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2):
-                if len(children(process.pid)) == workers:
-                    return process, port, log_path
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"error: the server was not ready within 120 s; see {log_path}")
-
-
-def children(pid: int) -> list[int]:
     try:
-        return sorted(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-    except FileNotFoundError:
-        return []
+        return start_server(repository, work, workers=workers, env=env,
+                            poll_seconds=poll_seconds, ready_path="/v2/health/ready",
+                            timeout=120)
+    except RuntimeError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def sample(master: int) -> dict[int, tuple[int, int]]:
@@ -239,10 +212,10 @@ def sample(master: int) -> dict[int, tuple[int, int]]:
     out = {}
     for pid in [master, *children(master)]:
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            rss = int(re.search(r"^VmRSS:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
-            out[pid] = (rss, len(os.listdir(f"/proc/{pid}/fd")))
-        except (FileNotFoundError, ProcessLookupError, AttributeError):
+            rss = proc_status(pid).get("VmRSS")
+            if rss is not None:
+                out[pid] = (rss, open_fds(pid))
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return out
 
@@ -274,12 +247,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="softserve-soak-"))
-    process = None
+    server: Server | None = None
     try:
         repository = prepare_repository(work, args.repository)
-        process, port, log_path = start_server(repository, work, args.workers, args.gunicorn_args,
-                                               args.poll_seconds)
-        master = process.pid
+        server = serve(repository, work, args.workers, args.gunicorn_args, args.poll_seconds)
+        port, master = server.port, server.process.pid
         log(f"gunicorn {master} on 127.0.0.1:{port}, workers {children(master)}")
         asyncio.run(closed_loop(port, args.concurrency, 2))  # warm-up
         maximum = asyncio.run(closed_loop(port, args.concurrency, args.measure_seconds))
@@ -324,22 +296,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         samples.append((elapsed, sample(master)))
         final_workers = children(master)
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(120)
+        exit_code = server.stop(timeout=120)
         log(f"server stopped with exit status {exit_code}")
         return summarize(args, maximum, rate, tally, samples, events, initial_workers,
-                         final_workers, exit_code, elapsed, master, log_path)
+                         final_workers, exit_code, elapsed, master, server.log())
     finally:
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
+        if server is not None:
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
 def summarize(args: argparse.Namespace, maximum: float, rate: float, tally: Tally,
               samples: list[tuple[float, dict[int, tuple[int, int]]]], events: list[str],
               initial_workers: list[int], final_workers: list[int], exit_code: int,
-              elapsed: float, master: int, log_path: Path) -> dict[str, Any]:
+              elapsed: float, master: int, server_log: str) -> dict[str, Any]:
     first, last = samples[0][1], samples[-1][1]
     processes = []
     flat = True
@@ -371,7 +341,7 @@ def summarize(args: argparse.Namespace, maximum: float, rate: float, tally: Tall
                           "fd_growth_last_vs_first_quarter": fd_growth, "rss_grew": grew})
     replaced = sorted(set(initial_workers) ^ set(final_workers))
     ok = (tally.failures == 0 and not replaced and flat and exit_code == 0 and tally.skipped == 0)
-    problems = [line for line in log_path.read_text(errors="replace").splitlines()
+    problems = [line for line in server_log.splitlines()
                 if re.search(r"Traceback|WORKER TIMEOUT|was sent SIG|ERROR", line)]
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -441,7 +411,7 @@ def write_docs(text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python soak/run.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m soak.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 epilog="Exit status: 0 passed, 1 failed, 2 bad options.")
     p.add_argument("--duration", type=float, default=600, help="seconds of paced load")

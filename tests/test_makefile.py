@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def planned(target: str) -> list[str]:

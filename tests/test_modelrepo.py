@@ -16,7 +16,7 @@ import pytest
 
 import modelrepo
 from modelrepo.__main__ import main as repo_main
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def _publish_many(repository: str, source: str, count: int, queue) -> None:

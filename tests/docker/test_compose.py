@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

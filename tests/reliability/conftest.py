@@ -1,7 +1,7 @@
 """Shared pieces of the reliability tests: real gunicorn servers, raw HTTP, process figures.
 
 Every test here talks to a real ``gunicorn -c serving/gunicorn.conf.py`` on 127.0.0.1 (through
-``tests.conftest.start_server``) and stops by itself: loops are bounded in count, waits have
+``tests.support.server.start_server``) and stops by itself: loops are bounded in count, waits have
 generous deadlines and no assertion depends on how fast the machine is.
 
 Budgets: the fuzzers run ``budget(default)`` examples each, a small fixed-seed default under
@@ -30,7 +30,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Server, start_server, wait_until  # noqa: F401 (re-exported)
+from tests.support import ROOT
+from tests.support.net import wait_until
+from tests.support.processes import process_state
+from tests.support.server import Server, start_server
 
 HOOKS = Path(__file__).resolve().parent / "hooks"
 FUZZ_ENV = "SOFTSERVE_FUZZ_EXAMPLES"
@@ -160,17 +163,8 @@ def assert_json_error(status: int, body: bytes, headers: Mapping[str, str]) -> N
 # --- processes ----------------------------------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """The direct children of a process (gunicorn's workers, for its master)."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return sorted(int(p) for p in text.split())
-
-
 def worker_pids(server: Server) -> list[int]:
-    return children(server.process.pid)
+    return server.worker_pids()
 
 
 def kill_worker(server: Server, pid: int, timeout: float = 60) -> None:
@@ -196,25 +190,6 @@ def wait_for_workers(server: Server, n: int, timeout: float = 60) -> list[int]:
             assert f'"pid":{pid},"message":"serving ' in log, f"worker {pid} still booting"
         return pids
     return wait_until(check, timeout)
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM (peak RSS) in kB, and Threads, from /proc/<pid>/status."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "Threads"):
-            out[key] = int(value.split()[0])
-    return out
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter of /proc/<pid>/stat (R, S, T stopped, Z zombie), None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text.rpartition(")")[2].split()[0]
 
 
 def log_size(server: Server) -> int:
@@ -281,13 +256,6 @@ def stop_checked(server: Server) -> None:
     code = server.stop(timeout=60)
     problems = log_problems(server)
     assert code == 0 and not problems, (code, problems[:10])
-
-
-def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 # --- the instrumented server the fuzzers and the security tests share --------------------------

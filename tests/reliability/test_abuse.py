@@ -31,12 +31,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server
 from tests.reliability.conftest import (ROW, V2_ROW, WORKER_CLASSES, RawResponse,
-                                        assert_json_error, call, parse_response,
-                                        http_request, log_problems, log_size, proc_status,
-                                        raw_exchange, start, wait_for_workers, wait_until,
-                                        worker_pids)
+                                        assert_json_error, call, http_request, log_problems,
+                                        log_size, parse_response, raw_exchange, start,
+                                        wait_for_workers, worker_pids)
+from tests.support.net import wait_until
+from tests.support.processes import proc_status
+from tests.support.server import Server
 
 MAX_BODY = 16 * 1024 * 1024  # SOFTSERVE_MAX_BODY_BYTES' default, used by these servers
 

@@ -34,7 +34,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def _load_audit() -> ModuleType:

@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 
 import modelrepo
-from tests.conftest import ROOT, Server, train
 from tests.reliability.conftest import (HOOKS, ROW, WORKER_CLASSES, Load, call, kill_worker,
-                                        kill_quietly, log_problems, log_size, metric_total, metrics,
-                                        process_state, start, stop_checked, wait_for_workers,
-                                        wait_until)
+                                        log_problems, log_size, metric_total, metrics, start,
+                                        stop_checked, wait_for_workers)
+from tests.support import ROOT
+from tests.support.models import train
+from tests.support.net import wait_until
+from tests.support.processes import kill_quietly, process_state
+from tests.support.server import Server
 
 POLL = 0.5  # SOFTSERVE_POLL_SECONDS of these servers
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import modelrepo
-from tests.conftest import train
+from tests.support.models import train
 from tests.reliability.conftest import budget, count_case
 from training.data import MIN_ROWS_PER_CLASS, DataError, read_csv
 

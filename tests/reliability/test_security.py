@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from serving.openapi.document import openapi_document
-from tests.conftest import ROOT
+from tests.support import ROOT
 from tests.reliability.conftest import (AUDIT_MARKER, ROW, V2_ROW, Audited, assert_json_error,
                                         call, http_request, raw_exchange, start, tree_snapshot,
                                         wait_for_workers)

@@ -27,8 +27,8 @@ import pytest
 from serving import create_app
 from tests.reliability.conftest import (HOOKS, ROW, WORKER_CLASSES, call, http_request,
                                         log_problems, metric_total, metrics, parse_response,
-                                        start, stop_checked, wait_for_workers, wait_until,
-                                        worker_pids)
+                                        start, stop_checked, wait_for_workers, worker_pids)
+from tests.support.net import wait_until
 
 CLIENTS = 16
 BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * 2000}).encode()  # a few ms of work

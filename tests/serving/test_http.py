@@ -31,8 +31,10 @@ import pytest
 from onnx import numpy_helper
 
 import modelrepo
-from tests.conftest import Reply, Server, start_server, train
-from tests.conftest import send as send_to
+from tests.support.models import train
+from tests.support.net import Reply
+from tests.support.net import send as send_to
+from tests.support.server import Server, start_server
 from training.data import iris
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

@@ -20,7 +20,7 @@ import pytest
 
 from serving.http1 import (AWAIT_CONTINUE, CHUNK_LINE_LIMIT, HEADER_LIMIT, FramingError,
                            empty_lines, error_response, frame)
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 MAX = 1000  # max_body for the frame cases
 NEXT = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"  # a pipelined request after the first

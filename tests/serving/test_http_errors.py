@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import Reply, Server, send, start_server
+from tests.support.net import Reply, send
+from tests.support.server import Server, start_server
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INFER = "/v2/models/iris/infer"

@@ -163,16 +163,6 @@ def check_response(app: Flask, method: str, path: str, response: TestResponse) -
 
 
 @pytest.fixture(scope="module")
-def app(iris_repository: Path) -> Flask:
-    return create_app({"model_repository": iris_repository, "poll_seconds": 0})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
 def small_limits_app(iris_repository: Path) -> Flask:
     """At most 2 rows per request and 1024-byte bodies: the 413s."""
     return create_app({"model_repository": iris_repository, "poll_seconds": 0,

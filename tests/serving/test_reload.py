@@ -19,7 +19,8 @@ import onnx
 
 import modelrepo
 from serving.repository import ModelRepository
-from tests.conftest import ROOT, start_server
+from tests.support import ROOT
+from tests.support.server import start_server
 
 POLL = 0.5
 ROW = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import GUNICORN_CONF, ROOT, free_port, send
+from tests.support import ROOT
+from tests.support.net import free_port, send
+from tests.support.server import GUNICORN_CONF
 
 
 def test_listens_on_loopback_only_by_default_and_says_when_ready(iris_repository: Path,

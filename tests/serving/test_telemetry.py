@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from serving.telemetry import Telemetry
-from tests.conftest import Server, start_server, wait_until
+from tests.support.net import wait_until
+from tests.support.server import Server, start_server
 
 ROW = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
 V2 = json.dumps({"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32",

@@ -21,7 +21,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import ROOT, start_server
+from tests.support import ROOT
+from tests.support.server import start_server
 
 TRAINING_ONLY = ("torch", "onnx", "onnxscript")
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]

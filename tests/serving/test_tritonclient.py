@@ -14,7 +14,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import Server
+from tests.support.server import Server
 from training.data import iris
 
 LABELS = ["setosa", "versicolor", "virginica"]

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from serving.http1 import CONTINUE
-from tests.conftest import Server, start_server
+from tests.support.server import Server, start_server
 from tests.reliability.conftest import (ROW, V2_ROW, RawResponse, assert_json_error,
                                         http_request, parse_response, raw_exchange)
 from tests.serving.test_http1 import (EXPECT, LENIENT_CHUNKS, NEXT, TE, chunks, imported_alone,

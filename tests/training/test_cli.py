@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 
 import modelrepo
-from tests.conftest import train
+from tests.support.models import train
 
 OPTIONS = ["--data", "--label-column", "--delimiter", "--model-name", "--epochs", "--lr",
            "--seed", "--val-fraction", "--no-validation", "--standardize", "--no-standardize",

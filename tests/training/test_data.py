@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import modelrepo
-from tests.conftest import train
+from tests.support.models import train
 from training.data import IRIS_CSV, MIN_ROWS_PER_CLASS, DataError, iris, read_csv, toy
 
 GOOD = "a,b,c,d,label\n1,2,3,4,x\n2,3,4,5,y\n3,4,5,6,z\n"

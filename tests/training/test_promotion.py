@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import modelrepo
-from tests.conftest import train
+from tests.support.models import train
 
 
 def versions(repository: Path) -> list[int]:

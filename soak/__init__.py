@@ -1,0 +1,1 @@
+"""The soak (``python -m soak.run``, ``make soak``): see soak/run.py."""
