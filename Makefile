@@ -48,7 +48,7 @@ clean:
 
 ## load benchmark, not a test: real gunicorn + wrk, against a no-op app on the same gunicorn command
 ## and a FastAPI + uvicorn baseline (the bench extra, installed here); writes docs/benchmarks.md
-## and docs/benchmarks.png (BENCH_SECONDS per scenario, default 10; BENCH_ARGS for bench/run.py,
+## and docs/benchmarks.png (BENCH_SECONDS per scenario, default 10; BENCH_ARGS for python -m bench,
 ## see its --help)
 bench: install
 	@command -v wrk >/dev/null 2>&1 || { \
@@ -69,7 +69,7 @@ fuzz: install-test
 	  tests/reliability/test_fuzz_csv.py $(PYTEST_ARGS)
 
 ## soak, not a test: 10 min at 80% of the measured maximum rate, a version published and rolled
-## back every minute; writes docs/reliability.md (SOAK_ARGS for soak/run.py, see its --help)
+## back every minute; writes docs/reliability.md (SOAK_ARGS for python -m soak.run, see its --help)
 soak: install
 	$(BIN)/python -m soak.run $(SOAK_ARGS)
 
