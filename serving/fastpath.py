@@ -17,7 +17,7 @@ from typing import Any
 from modelrepo import MODEL_NAME_PATTERN
 from serving.errors import SoftserveError, error_body
 from serving.routes.inference import Answer, Inference
-from serving.telemetry import ROUTE_KEY
+from serving.telemetry.record import RECORD_KEY
 
 log = logging.getLogger("softserve.fastpath")
 
@@ -54,7 +54,7 @@ class FastPath:
             route, handler = _V1_ROUTE, lambda: self.inference.predict(environ, name)
         else:
             return self.app(environ, start_response)
-        environ[ROUTE_KEY] = route
+        environ[RECORD_KEY].route = route
         try:
             body, headers = handler()
             status = 200

@@ -57,6 +57,7 @@ from gunicorn.workers import base
 
 from .config import Config, ConfigError
 from .errors import JSON_CONTENT_TYPE, error_body
+from .telemetry.access_log import access_log_buffer
 
 HEADER_LIMIT = 64 * 1024  # bytes before the blank line that ends a request's headers
 RECV_BYTES = 256 * 1024
@@ -297,8 +298,8 @@ class BufferingWorker(base.Worker):
         self.selector.register(self.PIPE[0], _READ, None)
         self._set_accepting(True)
         # softserve's app can hold its access-log lines until the loop is about to wait.
-        buffer_log = getattr(self.wsgi, "buffer_access_log", None)
-        self.flush_log = buffer_log() if buffer_log is not None else _nothing
+        buffer = access_log_buffer(self.wsgi)
+        self.flush_log = buffer.buffer_access_log() if buffer is not None else _nothing
         next_sweep = next_notify = 0.0
         while self.alive:
             now = time.monotonic()

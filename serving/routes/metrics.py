@@ -9,6 +9,7 @@ from serving.config import PREFIX, Config
 from serving.errors import ModelNotFound, SoftserveError, json_response
 from serving.repository import ModelRepository
 from serving.telemetry import Telemetry
+from serving.telemetry.statistics import model_stats
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -45,7 +46,7 @@ def blueprint(config: Config, repository: ModelRepository,
         def wanted(n: str, v: str) -> bool:
             return (name is None or n == name) and (version is None or v == version)
 
-        return json_response({"model_stats": recorder.model_stats(
-            wanted, [key for key in listed if wanted(*key)])})
+        return json_response({"model_stats": model_stats(
+            recorder.every_worker(), wanted, [key for key in listed if wanted(*key)])})
 
     return bp

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from serving.telemetry import Telemetry
+from serving.telemetry.record import RequestRecord
 from tests.conftest import Server, start_server, wait_until
 
 ROW = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
@@ -201,7 +202,7 @@ def test_buffered_access_log_waits_for_the_flush_and_loses_nothing(
         capfd: pytest.CaptureFixture[str]) -> None:
     """softserve's worker asks ObservedApp to hold access-log lines until it is about to wait
     for events: nothing is written before the flush, every line after it, whole."""
-    from serving.telemetry import ObservedApp
+    from serving.telemetry.access_log import ObservedApp
 
     def app(environ: dict, start_response) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -227,8 +228,9 @@ def test_close_stops_the_flush_thread_and_flushes_what_is_pending() -> None:
     telemetry.start()
     (thread,) = set(threading.enumerate()) - before
     telemetry.request_started()
-    telemetry.request_finished("/predict", "POST", 200, 0.001, 50, 80, ("iris", "1"),
-                               (1, 0.0001, 0.0002, 0.0001))
+    telemetry.request_finished(RequestRecord(
+        "POST", "/predict", "iris", "1", rows=1, decode_seconds=0.0001, infer_seconds=0.0002,
+        encode_seconds=0.0001, status=200, seconds=0.001, request_bytes=50, response_bytes=80))
     labels = {"route": "/predict", "method": "POST", "model": "iris", "version": "1",
               "code": "200"}
     assert telemetry.registry.get_sample_value("softserve_requests_total", labels) is None
@@ -238,3 +240,4 @@ def test_close_stops_the_flush_thread_and_flushes_what_is_pending() -> None:
     assert telemetry.registry.get_sample_value("softserve_requests_total", labels) == 1
     assert telemetry.registry.get_sample_value("softserve_predicted_rows_total",
                                                {"model": "iris", "version": "1"}) == 1
+
