@@ -55,7 +55,7 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("gunicorn: access log / notify", ("Logger.access ", "WorkerTmp.notify ")),
     ("Flask/werkzeug: dispatch, context, response", ("Flask.__call__ ", "Flask.wsgi_app ")),
     # serving's own WSGI layers, where the code has them (a deeper Flask.wsgi_app wins back)
-    ("serving WSGI middleware (telemetry, fast path)", ("serving/telemetry.py",
+    ("serving WSGI middleware (telemetry, fast path)", ("serving/telemetry/",
                                                         "serving/fastpath.py")),
     ("route code (serving/routes)", ("serving/routes/",)),
     ("model lookup (repository.get)", ("ModelRepository.get ", "default_model ",

@@ -10,37 +10,21 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Request
+from flask import Flask
 
 from serving.config import Config
-from serving.routes.responses import register_error_handlers
+from serving.routes.responses import name_flask_route, register_error_handlers
 from serving.fastpath import FastPath
 from serving.repository import ModelRepository
 from serving.routes import Handlers, ModelNameConverter, docs, metrics, ops, v1, v2
 from serving.routes.inference import Inference
 from serving.routes.table import ROUTES
-from serving.telemetry import REQUEST_KEY, JsonFormatter, ObservedApp, Telemetry
+from serving.telemetry import Telemetry
+from serving.telemetry.access_log import ObservedApp, offer_access_log_buffer
+from serving.telemetry.logs import configure_logging
 
 __version__ = "0.1.0"
 SERVER_NAME = "softserve"
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger("softserve")
-    logger.setLevel(level.upper())
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
-        logger.propagate = False
-
-
-class _Request(Request):
-    """Leaves itself in the environ, so the middleware can name the matched route."""
-
-    def __init__(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        super().__init__(environ, *args, **kwargs)
-        environ[REQUEST_KEY] = self  # Flask clears werkzeug's own key when it is done
 
 
 def _check_handlers(handlers: Handlers) -> None:
@@ -62,9 +46,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     Raises ConfigError for a bad setting.
     """
     config = Config.load(overrides=test_config)
-    _configure_logging(config.log_level)
+    configure_logging(config.log_level)
     app = Flask(__name__, static_folder=None)
-    app.request_class = _Request
     app.url_map.converters["model"] = ModelNameConverter
     # No 308 redirects for '//' in a path: they are built from the client's Host header.
     app.url_map.merge_slashes = False
@@ -77,10 +60,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     repository.scan()
     repository.watch(config.poll_seconds)
     if telemetry is not None:
+        # Here, not in gunicorn's post_worker_init: create_app already runs in each worker after
+        # the fork (preload_app = False), and in-process use (test client, bench) gets it too.
         telemetry.start()
     app.extensions["softserve"] = repository  # for in-process tools (bench/micro.py)
     app.extensions["softserve.telemetry"] = telemetry  # closed by gunicorn.conf's worker_exit
     register_error_handlers(app)
+    app.before_request(name_flask_route)  # the route label of what Flask answers
     inference = Inference(config, repository)
     handlers: Handlers = {**ops.handlers(config, repository), **v1.handlers(repository),
                           **v2.handlers(repository), **metrics.handlers(repository, telemetry),
@@ -98,8 +84,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     observed = ObservedApp(FastPath(app.wsgi_app, [r for r in ROUTES if r.hot], handlers),
                            telemetry, access_log)
     app.wsgi_app = observed  # type: ignore[method-assign]
-    # gunicorn's worker gets this Flask app, not the middleware: hand it the access-log hook.
-    app.buffer_access_log = observed.buffer_access_log  # type: ignore[attr-defined]
+    # gunicorn's worker gets this Flask app, not the middleware: offer it the access-log buffer.
+    offer_access_log_buffer(app, observed)
     logging.getLogger("softserve").info(
         "serving %s: %s", config.model_repository,
         ", ".join(f"{n} v{m.latest.version}" if m.latest else f"{n} (no valid version)"

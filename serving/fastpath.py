@@ -17,7 +17,7 @@ from typing import Any
 from serving.errors import SoftserveError, error_answer, status_line
 from serving.routes import Handlers
 from serving.routes.table import Route, allowed_methods, rule_regex
-from serving.telemetry import ROUTE_KEY
+from serving.telemetry.record import RECORD_KEY
 
 # One hot route as dispatched: its rule's literal prefix (a cheap test before the regex), the
 # compiled rule, the route, its handler, and its Allow header.
@@ -56,7 +56,7 @@ class FastPath:
         method = environ.get("REQUEST_METHOD", "")
         if method not in route.methods:
             return self._other_method(method, path, allow, start_response)
-        environ[ROUTE_KEY] = route.rule
+        environ[RECORD_KEY].route = route.rule
         try:
             body, headers = handler(environ, **args)
             status = 200

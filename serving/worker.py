@@ -59,6 +59,7 @@ from gunicorn.workers import base
 
 from .config import Config, ConfigError
 from .http1 import CONTINUE, FramingError, empty_lines, error_response, frame
+from .telemetry.access_log import access_log_buffer
 
 RECV_BYTES = 256 * 1024
 STOP_LINGER = 2.0  # a stopping worker keeps idle connections this long for requests in flight
@@ -174,10 +175,10 @@ class BufferingWorker(base.Worker):
 
     def _access_log_flusher(self) -> Callable[[], None]:
         """What writes the access-log lines the application held back: softserve's app can hold
-        them until the loop is about to wait (``buffer_access_log``); for another app, nothing.
-        Raises what the app's hook raises."""
-        buffer_log = getattr(self.wsgi, "buffer_access_log", None)
-        return buffer_log() if buffer_log is not None else _nothing
+        them until the loop is about to wait (``serving.telemetry.access_log.AccessLogBuffer``);
+        for another app, nothing. Raises what the app's hook raises."""
+        buffer = access_log_buffer(self.wsgi)
+        return buffer.buffer_access_log() if buffer is not None else _nothing
 
     def _stop(self) -> None:
         """Graceful: finish what is being read or written; answer everything with

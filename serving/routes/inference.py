@@ -17,7 +17,7 @@ from serving.errors import BadRequest, ModelNotFound, PayloadTooLarge
 from serving.model import LoadedModel
 from serving.repository import ModelRepository
 from serving.routes import Handlers
-from serving.telemetry import INFERENCE_KEY, MODEL_KEY
+from serving.telemetry.record import RECORD_KEY
 
 # body, headers (Content-Type included)
 Answer = tuple[bytes, list[tuple[str, str]]]
@@ -72,7 +72,8 @@ class Inference:
     def _resolve(self, environ: dict[str, Any], name: str,
                  version: str | None = None) -> LoadedModel:
         model = self.repository.get(name, version)
-        environ[MODEL_KEY] = (model.name, model.version)  # for the access log and metrics
+        record = environ[RECORD_KEY]  # for the access log and metrics
+        record.model, record.version = model.name, model.version
         return model
 
     def default_model_name(self) -> str:
@@ -94,8 +95,9 @@ class Inference:
         predicted = perf_counter()
         out = codecs.encode_predictions(model.name, model.version, probabilities, classes,
                                         model.class_labels)
-        environ[INFERENCE_KEY] = (len(rows), decoded - started, predicted - decoded,
-                                  perf_counter() - predicted)
+        record = environ[RECORD_KEY]
+        record.rows, record.encode_seconds = len(rows), perf_counter() - predicted
+        record.decode_seconds, record.infer_seconds = decoded - started, predicted - decoded
         return out, _JSON_HEADERS
 
     def infer(self, environ: dict[str, Any], name: str, version: str | None = None) -> Answer:
@@ -110,6 +112,7 @@ class Inference:
         predicted = perf_counter()
         out, headers = codecs.encode_infer(model.name, model.version, request, probabilities,
                                            classes, model.class_labels)
-        environ[INFERENCE_KEY] = (len(request.inputs), decoded - started, predicted - decoded,
-                                  perf_counter() - predicted)
+        record = environ[RECORD_KEY]
+        record.rows, record.encode_seconds = len(request.inputs), perf_counter() - predicted
+        record.decode_seconds, record.infer_seconds = decoded - started, predicted - decoded
         return out, list(headers.items())

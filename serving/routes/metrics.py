@@ -11,6 +11,7 @@ from serving.routes.responses import json_response
 from serving.repository import ModelRepository
 from serving.routes import Handlers
 from serving.telemetry import Telemetry
+from serving.telemetry.statistics import model_stats
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -42,7 +43,7 @@ def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handle
         def wanted(n: str, v: str) -> bool:
             return (name is None or n == name) and (version is None or v == version)
 
-        return json_response({"model_stats": recorder.model_stats(
-            wanted, [key for key in listed if wanted(*key)])})
+        return json_response({"model_stats": model_stats(
+            recorder.every_worker(), wanted, [key for key in listed if wanted(*key)])})
 
     return {"metrics": metrics, "statistics": stats}

@@ -1,6 +1,7 @@
-"""Flask's side of answers: JSON responses, and every error raised in a Flask view rendered by
+"""Flask's side of answers: JSON responses; every error raised in a Flask view rendered by
 ``serving.errors.error_answer`` — werkzeug's own HTTP errors (unknown route, wrong method, body
-too large, ...) first turned into a SoftserveError that says what was wrong."""
+too large, ...) first turned into a SoftserveError that says what was wrong; and the hook that
+names the route of what Flask answers in the request record."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import orjson
 from werkzeug.exceptions import HTTPException
 
 from serving.errors import JSON_CONTENT_TYPE, SoftserveError, error_answer
+from serving.telemetry.record import RECORD_KEY
 
 
 def json_response(
@@ -75,3 +77,16 @@ def register_error_handlers(app: flask.Flask) -> None:
     app.register_error_handler(SoftserveError, _response)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(Exception, _response)
+
+
+def name_flask_route() -> None:
+    """Flask ``before_request`` hook: the rule Flask matched names the route (a request Flask
+    could not route keeps ``UNMATCHED``). Flask matched the URL before calling it. Raises
+    nothing."""
+    # One look-up through the context-local proxy: each attribute read through it costs ~1 µs.
+    # So the hook costs ~1 µs in all, Flask's call included (a Request subclass that left itself
+    # in the environ cost ~0.5 µs), on routes Flask answers in ~50 µs; the inference POSTs,
+    # answered by serving.fastpath, never get here.
+    current = flask.request._get_current_object()  # type: ignore[attr-defined]
+    if current.url_rule is not None:
+        current.environ[RECORD_KEY].route = current.url_rule.rule

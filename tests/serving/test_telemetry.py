@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from serving.telemetry import Telemetry
+from serving.telemetry.record import RequestRecord
 from tests.support.net import wait_until
 from tests.support.server import Server, start_server
 
@@ -202,7 +203,7 @@ def test_buffered_access_log_waits_for_the_flush_and_loses_nothing(
         capfd: pytest.CaptureFixture[str]) -> None:
     """softserve's worker asks ObservedApp to hold access-log lines until it is about to wait
     for events: nothing is written before the flush, every line after it, whole."""
-    from serving.telemetry import ObservedApp
+    from serving.telemetry.access_log import ObservedApp
 
     def app(environ: dict, start_response) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -228,8 +229,9 @@ def test_close_stops_the_flush_thread_and_flushes_what_is_pending() -> None:
     telemetry.start()
     (thread,) = set(threading.enumerate()) - before
     telemetry.request_started()
-    telemetry.request_finished("/predict", "POST", 200, 0.001, 50, 80, ("iris", "1"),
-                               (1, 0.0001, 0.0002, 0.0001))
+    telemetry.request_finished(RequestRecord(
+        "POST", "/predict", "iris", "1", rows=1, decode_seconds=0.0001, infer_seconds=0.0002,
+        encode_seconds=0.0001, status=200, seconds=0.001, request_bytes=50, response_bytes=80))
     labels = {"route": "/predict", "method": "POST", "model": "iris", "version": "1",
               "code": "200"}
     assert telemetry.registry.get_sample_value("softserve_requests_total", labels) is None
@@ -239,3 +241,79 @@ def test_close_stops_the_flush_thread_and_flushes_what_is_pending() -> None:
     assert telemetry.registry.get_sample_value("softserve_requests_total", labels) == 1
     assert telemetry.registry.get_sample_value("softserve_predicted_rows_total",
                                                {"model": "iris", "version": "1"}) == 1
+
+
+def test_every_request_is_labelled_by_its_route_in_process(
+        iris_repository: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The request record carries the route label: the rule Flask matched for what Flask
+    answers, the fast path's own for inference POSTs, "<unmatched>" when no route took the
+    request; and the model and rows once a model answered."""
+    from serving import create_app
+    from serving.telemetry.access_log import access_log_buffer
+
+    app = create_app({"model_repository": iris_repository, "poll_seconds": 0,
+                      "metrics_flush_seconds": 3600})
+    telemetry = app.extensions["softserve.telemetry"]
+    try:
+        client = app.test_client()
+        capfd.readouterr()
+        assert client.get("/v2/models/iris/versions/1/ready").status_code == 200
+        assert client.get("/v2/models/iris/stats").status_code == 200
+        assert client.get("/nowhere").status_code == 404
+        assert client.delete("/predict").status_code == 405
+        assert client.post("/predict", data=ROW).status_code == 200
+        assert client.post("/v2/models/iris/infer", data=b"{").status_code == 400
+        telemetry.flush()
+
+        def count(route: str, method: str, code: str, model: str = "", version: str = "") -> float:
+            return telemetry.registry.get_sample_value("softserve_requests_total", {
+                "route": route, "method": method, "model": model, "version": version,
+                "code": code}) or 0
+
+        assert count("/v2/models/<model:name>/versions/<version>/ready", "GET", "200") == 1
+        assert count("/v2/models/<model:name>/stats", "GET", "200") == 1
+        assert count("<unmatched>", "GET", "404") == 1
+        assert count("<unmatched>", "DELETE", "405") == 1
+        assert count("/predict", "POST", "200", "iris", "1") == 1
+        assert count("/v2/models/<model:name>/infer", "POST", "400", "iris", "1") == 1
+        lines = [json.loads(x) for x in capfd.readouterr().out.splitlines()]
+        assert [(x["route"], x["model"], x["rows"]) for x in lines] == [
+            ("/v2/models/<model:name>/versions/<version>/ready", None, None),
+            ("/v2/models/<model:name>/stats", None, None), ("<unmatched>", None, None),
+            ("<unmatched>", None, None), ("/predict", "iris", 1),
+            ("/v2/models/<model:name>/infer", "iris", None)]
+        # What softserve's worker looks for on the app gunicorn hands it: the middleware.
+        assert access_log_buffer(app) is app.wsgi_app
+        assert access_log_buffer(lambda environ, start_response: []) is None
+    finally:
+        telemetry.close()
+        app.extensions["softserve"].close()
+
+
+@pytest.mark.parametrize("values", [[], [0.0], [0.0002, 0.0002, 0.00021], [20.0, 0.3, 1e-9],
+                                    [0.001 * i for i in range(200)]])
+def test_bucket_counts_reach_prometheus_as_observe_would_put_them(values: list[float]) -> None:
+    """The flush adds bucket counts through prometheus-client's internals (prometheus.py,
+    add_bucket_counts): what it exports must be what Histogram.observe() per value exports."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from serving.telemetry.prometheus import LATENCY, LATENCY_BUCKETS, Figures, PrometheusBridge
+
+    bridge = PrometheusBridge()
+    figures = Figures()
+    for value in values:
+        figures.latency.observe(("/predict",), value)
+    bridge.add(figures, 0)
+    reference = CollectorRegistry()
+    histogram = Histogram(LATENCY, "", ["route"], buckets=LATENCY_BUCKETS, registry=reference)
+    for value in values:
+        histogram.labels("/predict").observe(value)
+
+    def samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name, s.labels, s.value) for m in registry.collect() if m.name == LATENCY
+                for s in m.samples if not s.name.endswith("_created")]
+
+    got, want = samples(bridge.registry), samples(reference)
+    assert len(want) == len(LATENCY_BUCKETS) + 3 if values else not want
+    assert [(n, labels) for n, labels, _ in got] == [(n, labels) for n, labels, _ in want]
+    assert [v for _, _, v in got] == pytest.approx([v for _, _, v in want])
