@@ -38,6 +38,7 @@ def versions(model_dir: Path) -> list[tuple[int, str, dict[str, Any] | None, str
     rows: list[tuple[int, str, dict[str, Any] | None, str]] = []
     live_found = False
     for number, path in sorted(modelrepo.version_dirs(model_dir).items(), reverse=True):
+        metadata: dict[str, Any] | None
         try:
             metadata, _ = modelrepo.read_version(path)
         except BrokenVersion as exc:

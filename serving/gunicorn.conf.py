@@ -13,6 +13,7 @@ import glob
 import os
 import shutil
 import tempfile
+from typing import Any
 
 _host = os.environ.get("SOFTSERVE_HOST_IP") or "127.0.0.1"
 bind = os.environ.get("SOFTSERVE_BIND") or f"{_host}:{os.environ.get('SOFTSERVE_PORT') or 8080}"
@@ -35,7 +36,7 @@ accesslog = None
 # phone home (and with no network its lookups slowed every worker's shutdown by ~10 s).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-_metrics_dir = os.environ.get("SOFTSERVE_METRICS_DIR")
+_metrics_dir = os.environ.get("SOFTSERVE_METRICS_DIR") or ""
 _own_metrics_dir = not _metrics_dir
 if _own_metrics_dir:
     # A HUP makes the master read this file again: it keeps the directory it made the first
@@ -50,14 +51,14 @@ if _own_metrics_dir:
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
-def on_starting(server):
+def on_starting(server: Any) -> None:
     # Figures of a previous run would be summed into this one's.
     os.makedirs(_metrics_dir, exist_ok=True)
     for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
         os.remove(path)
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Any) -> None:
     # Once the last worker of the first batch has its models loaded: one line that says the
     # server is ready and what to try (a restarted worker is older than that and says nothing).
     if worker.age != worker.cfg.workers:
@@ -81,7 +82,7 @@ def post_worker_init(worker):
           f"  models:    curl -s -X POST {url}/v2/repository/index", flush=True)
 
 
-def worker_exit(server, worker):
+def worker_exit(server: Any, worker: Any) -> None:
     # Runs in a worker that leaves its loop: a graceful stop (SIGTERM, HUP, max_requests) or a
     # quick one (SIGQUIT, SIGINT). The telemetry holds what was recorded since its last periodic
     # flush: flush it, or those figures are lost. A SIGKILLed worker runs no hook: it loses at
@@ -95,13 +96,13 @@ def worker_exit(server, worker):
         repository.close()
 
 
-def child_exit(server, worker):
+def child_exit(server: Any, worker: Any) -> None:
     # Runs in the master for every worker that ends, SIGKILL included: its live gauges go.
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)  # type: ignore[no-untyped-call]
 
 
-def on_exit(server):
+def on_exit(server: Any) -> None:
     if _own_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -45,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from gunicorn import http
 from gunicorn.http import wsgi
@@ -98,7 +99,7 @@ class _Conn:
     __slots__ = ("sock", "addr", "server", "buf", "deadline", "started", "out", "close_after",
                  "continued", "progress", "linger")
 
-    def __init__(self, sock: socket.socket, addr, server) -> None:
+    def __init__(self, sock: socket.socket, addr: Any, server: Any) -> None:
         self.sock = sock
         self.addr = addr
         self.server = server
@@ -125,11 +126,13 @@ def _parse_error_status(exc: Exception) -> int:
     return 400
 
 
-class BufferingWorker(base.Worker):
+class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no types
     """See the module docstring."""
 
+    alive: bool  # gunicorn's Worker: False once the worker is to stop
+
     @classmethod
-    def check_config(cls, cfg, log) -> None:
+    def check_config(cls, cfg: Any, log: Any) -> None:
         if cfg.is_ssl:
             raise RuntimeError("softserve's worker does not terminate TLS: put a proxy in front")
 
@@ -238,7 +241,7 @@ class BufferingWorker(base.Worker):
                 self.selector.unregister(listener)
         self.accepting = on
 
-    def _dispatch(self, events) -> None:
+    def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
         for key, mask in events:
             data = key.data
             if data is None:  # the signal pipe
@@ -478,7 +481,7 @@ class BufferingWorker(base.Worker):
         """Run the application on one complete request (``raw``, or its head and ``body``); the
         whole answer, as bytes."""
         req = resp = None
-        environ: dict = {}
+        environ: dict[str, Any] = {}
         try:
             parser = http.get_parser(self.cfg, iter((raw,)), conn.addr)
             req = next(parser)

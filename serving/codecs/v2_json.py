@@ -226,7 +226,7 @@ def _check_shape(shape: Any, max_rows: int) -> int:
         raise BadRequest(
             f"{_INPUT} has shape {_show(shape)}: {expected}, as a list of two non-negative integers"
         )
-    rows, width = shape
+    rows, width = int(shape[0]), int(shape[1])  # checked integers above
     if width != N_FEATURES:
         raise BadRequest(f"{_INPUT} has shape {_show(shape)}, {width} features per row: {expected}")
     if rows == 0:

@@ -14,6 +14,7 @@ import orjson
 from flask import Response, request, send_file
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from serving.errors import JSON_CONTENT_TYPE
 from serving.openapi.components import DOCS_ASSET_TYPES
@@ -107,7 +108,7 @@ def handlers() -> Handlers:
         # to /docs and would break if it were served here.
         return Response(status=308, headers={"Location": "../docs"})
 
-    def docs_asset(asset: str) -> Response:
+    def docs_asset(asset: str) -> WerkzeugResponse:
         if asset == _INIT_SCRIPT:
             return Response(_INIT_JS, mimetype="text/javascript")
         path = files.get(asset)  # only known names: no path from the URL reaches the disk

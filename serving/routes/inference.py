@@ -33,6 +33,7 @@ def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
     """
     declared = environ.get("CONTENT_LENGTH")
     stream = environ["wsgi.input"]
+    body: bytes
     try:
         if declared:
             try:
@@ -42,7 +43,7 @@ def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
             if length > max_bytes:
                 raise PayloadTooLarge(f"request body of {length} bytes is over the limit of "
                                       f"{max_bytes} ({PREFIX}MAX_BODY_BYTES)")
-            body = stream.read(length) if length > 0 else b""
+            body = stream.read(length) if length > 0 else b""  # wsgi.input: bytes
             if len(body) != length:
                 raise BadRequest(f"request body ended after {len(body)} of the {length} bytes "
                                  "its Content-Length declares")

@@ -11,6 +11,7 @@ from typing import Any
 import flask
 import orjson
 from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.response import Response as WerkzeugResponse
 
 from serving.errors import JSON_CONTENT_TYPE, SoftserveError, error_answer
 from serving.telemetry.record import RECORD_KEY
@@ -59,7 +60,7 @@ def _response(exc: BaseException, status: int | None = None) -> flask.Response:
     return flask.Response(body, status=status or answered, headers=headers)
 
 
-def _handle_http_exception(exc: HTTPException) -> flask.Response | HTTPException:
+def _handle_http_exception(exc: HTTPException) -> WerkzeugResponse | HTTPException:
     if exc.code is None:  # not an error response (Flask passes these through itself)
         return exc
     if exc.response is not None:  # abort(response): the caller built the exact response

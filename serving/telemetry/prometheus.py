@@ -160,7 +160,7 @@ class PrometheusBridge:
         if not self.multiprocess_dir:
             return self.registry
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return registry
 
     def exposition(self) -> bytes:

@@ -69,8 +69,8 @@ class Telemetry:
                 for stage, value in (("decode", record.decode_seconds),
                                      ("infer", record.infer_seconds),
                                      ("encode", record.encode_seconds)):
-                    key = (name, version, stage)
-                    p.stages[key] = p.stages.get(key, 0.0) + value
+                    stage_key = (name, version, stage)
+                    p.stages[stage_key] = p.stages.get(stage_key, 0.0) + value
                 p.last_inference[model] = time.time()
 
     def model_loaded(self, name: str, version: int, ok: bool) -> None:

@@ -63,9 +63,10 @@ def model_stats(metrics: CollectorRegistry, wanted: Callable[[str, str], bool],
         if family.name not in _FAMILIES:
             continue
         for s in family.samples:
-            name, version = s.labels.get("model"), s.labels.get("version")
-            if not name or version is None or not wanted(name, version):
+            model, model_version = s.labels.get("model"), s.labels.get("version")
+            if not model or model_version is None or not wanted(model, model_version):
                 continue
+            name, version = model, model_version
             if s.name == _OUTCOME_COUNT:
                 entry(name, version)["inference_stats"][s.labels["outcome"]]["count"] += \
                     int(s.value)
