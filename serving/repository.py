@@ -66,7 +66,8 @@ class ModelState:
 class _Cache:
     """What the last scan saw, so an unchanged repository costs only directory listings."""
 
-    loaded: dict[tuple[str, int], tuple[Fingerprint, LoadedModel]] = field(default_factory=dict)
+    loaded: dict[tuple[str, int], tuple[Fingerprint | None, LoadedModel]] = field(
+        default_factory=dict)
     broken: dict[tuple[str, int], tuple[Fingerprint | None, str]] = field(default_factory=dict)
 
 
