@@ -273,3 +273,38 @@ def test_publish_and_rollback_under_sustained_load_fail_no_request(repository: P
     assert switch <= POLL + 1 and switch_back <= POLL + 1
     assert any(v == "2" for _, _, v in results) and results[-1][2] == "1"
 
+
+# Run in a fresh process: freezing is per process, and this one's pytest heap is no worker's.
+FROZEN_HEAP_SCRIPT = """
+import gc, sys, weakref
+from pathlib import Path
+import modelrepo
+from serving.repository import ModelRepository
+
+repository = Path(sys.argv[1])
+repo = ModelRepository(repository, keep_versions=1)
+repo.scan()
+first = repo.get("iris")
+print(gc.get_freeze_count(), len(gc.get_objects()))
+metadata, model_bytes = modelrepo.read_version(repository / "iris" / "1")
+modelrepo.publish_version(repository, "iris", model_bytes, metadata)
+gone = weakref.ref(first)
+del first
+repo.scan()
+# Frozen, version 1 is never walked by the collector again: still freed, once unloaded.
+print(repo.get("iris").version, gone() is None)
+"""
+
+
+def test_the_first_scan_freezes_the_heap_and_unloaded_versions_are_still_freed(
+        repository: Path) -> None:
+    """Issue 12: a worker's first full garbage collection walked its whole heap with the GIL
+    held (~60 ms), set off by the allocations of a version switch every few dozen switches.
+    The first scan (at boot) collects once and freezes what survives."""
+    run = subprocess.run([sys.executable, "-c", FROZEN_HEAP_SCRIPT, str(repository)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    heap, switched = run.stdout.splitlines()[-2:]
+    frozen, unfrozen = map(int, heap.split())
+    assert frozen > 10_000 and unfrozen < frozen / 10, heap
+    assert switched == "2 True"
