@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from modelrepo import CLASS, INPUT_NAME, INPUTS, OUTPUTS, PROBABILITIES, BrokenVersion
+from modelrepo import (CLASS, INPUT_NAME, INPUTS, N_CLASSES, N_FEATURES, OUTPUTS, PROBABILITIES,
+                       BrokenVersion)
 
 # No usage telemetry from a model server (also ORT_DISABLE_TELEMETRY=1 in gunicorn.conf.py).
 ort.disable_telemetry_events()
@@ -28,11 +30,15 @@ class LoadedModel:
 
     def __init__(self, name: str, version: int, metadata: dict[str, Any], model_bytes: bytes,
                  path: Path) -> None:
-        """Create the session (one intra-op thread: gunicorn's workers give the parallelism).
+        """Create the session (one intra-op thread: gunicorn's workers give the parallelism) and
+        run it once on a row of zeros, so the first request does not pay for the session's
+        first run and a graph that loads but cannot run is never served.
 
-        Raises BrokenVersion if onnxruntime cannot load the graph or its tensor signature
-        differs from the metadata's.
+        ``timings`` holds the seconds each step took ("session", "warm-up").
+        Raises BrokenVersion if onnxruntime cannot load or run the graph, its tensor signature
+        differs from the metadata's, or its answer to one row has the wrong shape.
         """
+        started = time.perf_counter()
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -55,6 +61,20 @@ class LoadedModel:
         self.feature_names: list[str] = list(metadata["feature_names"])
         self.class_labels: list[str] = list(metadata["class_labels"])
         self._outputs = [PROBABILITIES, CLASS]
+        loaded = time.perf_counter()
+        self._warm_up(path)
+        self.timings = {"session": loaded - started, "warm-up": time.perf_counter() - loaded}
+
+    def _warm_up(self, path: Path) -> None:
+        """Run one row through the new session. Raises BrokenVersion if that fails."""
+        try:
+            probabilities, classes = self.predict(np.zeros((1, N_FEATURES), dtype=np.float32))
+        except Exception as exc:  # whatever the graph's kernels raise
+            raise BrokenVersion(path, f"onnxruntime cannot run model.onnx: {exc}") from None
+        if probabilities.shape != (1, N_CLASSES) or classes.shape != (1,):
+            raise BrokenVersion(path, f"model.onnx answers one row with shapes "
+                                      f"{list(probabilities.shape)} and {list(classes.shape)}, "
+                                      f"not [1, {N_CLASSES}] and [1]")
 
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities FP32 (N, 3) and classes INT64 (N,) for float32 rows (N, 4)."""

@@ -8,9 +8,11 @@ already holds a :class:`LoadedModel` finishes on it, while the next request sees
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,36 @@ def _fingerprint(path: Path) -> Fingerprint | None:
         return tuple(parts)
     except OSError:
         return None
+
+
+# Issue 12: requests did not stall on a load itself but on the garbage collection it set off.
+# A load holds the GIL only briefly (bench/switch.py --in-process, 2-vCPU VM: json.loads of the
+# 106 kB metadata 0.6-1.2 ms, InferenceSession creation ~0.5 ms — onnxruntime 1.32 holds the GIL
+# there —, the first run ~0.1 ms; ~2.5 ms in all). But each load leaves a few hundred tracked
+# allocations, and within a few switches (the 7th publish in bench/switch.py's runs) they set
+# off the worker's first full collection. It walks the whole heap (~45,000 objects of Flask,
+# numpy, onnxruntime, prometheus-client) with the GIL held: 19-44 ms in the watcher thread with
+# the server at real-time priority, 36-84 ms without; the issue's ~60 ms. Frozen after the first
+# scan (at boot, before the worker serves), that heap is never walked again: a full collection
+# walks the ~3,000 objects made since, ~1 ms. Worst request during 60 switches under 1000 req/s
+# (`python -m bench.switch --switches 60 --realtime 10`, 3 runs each): 36, 45, 33 ms before;
+# 16, 4.8, 34 ms after (that run also stalled every client for 29 ms outside any switch).
+_heap_frozen = False
+
+
+def _freeze_heap_once() -> None:
+    """Collect once, then move every surviving object to the permanent generation (gc.freeze),
+    so later collections never walk the heap this process was built with.
+
+    The first scan runs when a worker builds its app, before it serves: the one slow collection
+    happens there. Objects made later stay under the collector; the versions that scan loaded
+    are frozen, but a LoadedModel is in no reference cycle, so unloading still frees it.
+    """
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 @dataclass(frozen=True)
@@ -171,8 +203,13 @@ class ModelRepository:
     def scan(self) -> None:
         """Look at the repository once and swap in what changed. Never raises for bad content.
 
-        An unreadable or missing repository keeps everything already loaded.
+        An unreadable or missing repository keeps everything already loaded. The process's
+        first scan also freezes its heap (see ``_freeze_heap_once``).
         """
+        self._scan()
+        _freeze_heap_once()
+
+    def _scan(self) -> None:
         with self._scan_lock:
             try:
                 names = modelrepo.model_names(self.root) if self.root.is_dir() else None
@@ -225,8 +262,10 @@ class ModelRepository:
             if seen and seen[0] == fp:
                 broken[number] = seen[1]
                 continue
+            started = time.perf_counter()
             try:
                 metadata, model_bytes = modelrepo.read_version(path)
+                read = time.perf_counter() - started
                 model = LoadedModel(name, number, metadata, model_bytes, path)
             except BrokenVersion as exc:
                 log.error("refusing model %s version %s: %s", name, number, exc.reason,
@@ -239,7 +278,11 @@ class ModelRepository:
             self._cache.loaded[key] = (fp, model)
             self._cache.broken.pop(key, None)
             loaded[number] = model
-            log.info("loaded model %s version %s from %s", name, number, path,
+            # What the load cost, step by step (bench/switch.py reads it).
+            log.info("loaded model %s version %s from %s in %.1f ms (read and verify %.1f, "
+                     "session %.1f, warm-up %.1f)", name, number, path,
+                     (time.perf_counter() - started) * 1e3, read * 1e3,
+                     model.timings["session"] * 1e3, model.timings["warm-up"] * 1e3,
                      extra={"model": name, "version": str(number), "path": str(path)})
             if self.telemetry is not None:
                 self.telemetry.model_loaded(name, number, ok=True)

@@ -74,6 +74,33 @@ def test_new_version_and_new_model_are_served_without_restart(repository: Path,
         assert server.stop() == 0
 
 
+def _graph_that_loads_but(kind: str) -> bytes:
+    """A graph with the contract's tensor signature that onnxruntime loads, but that fails at
+    its first run, or answers one row with two probabilities: only running it can tell."""
+    x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 4])
+    p = onnx.helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["N", 3])
+    c = onnx.helper.make_tensor_value_info("class", onnx.TensorProto.INT64, ["N"])
+    const = {"seven": [7], "one": [1], "two": [2]}
+    initializers = [onnx.helper.make_tensor(n, onnx.TensorProto.INT64, [1], v)
+                    for n, v in const.items()]
+    if kind == "fails at its first run":  # column 7 of 4
+        nodes = [onnx.helper.make_node("Gather", ["input", "seven"], ["g"], axis=1),
+                 onnx.helper.make_node("Concat", ["g", "g", "g"], ["probabilities"], axis=1)]
+    else:  # the top 2 + int(max(row)) columns: a width no shape inference can know
+        nodes = [onnx.helper.make_node("ReduceMax", ["input"], ["m"], keepdims=0),
+                 onnx.helper.make_node("Cast", ["m"], ["mi"], to=onnx.TensorProto.INT64),
+                 onnx.helper.make_node("Reshape", ["mi", "one"], ["m1"]),
+                 onnx.helper.make_node("Add", ["m1", "two"], ["k"]),
+                 onnx.helper.make_node("TopK", ["input", "k"], ["probabilities", "i"], axis=1)]
+    nodes.append(onnx.helper.make_node("ArgMax", ["probabilities"], ["class"], axis=1,
+                                       keepdims=0))
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(nodes, "broken", [x], [p, c], initializer=initializers),
+        opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def _break(version_dir: Path, kind: str) -> None:
     model = version_dir / "model.onnx"
     meta_path = version_dir / "metadata.json"
@@ -94,6 +121,11 @@ def _break(version_dir: Path, kind: str) -> None:
         model.write_bytes(data)
         meta["model"]["sha256"] = hashlib.sha256(data).hexdigest()
         meta_path.write_text(json.dumps(meta))
+    elif kind in ("fails at its first run", "answers the wrong shape"):
+        data = _graph_that_loads_but(kind)
+        model.write_bytes(data)
+        meta["model"]["sha256"] = hashlib.sha256(data).hexdigest()
+        meta_path.write_text(json.dumps(meta))
     elif kind == "missing model.onnx":
         model.unlink()
     elif kind == "unreadable JSON":
@@ -106,7 +138,10 @@ BROKEN = {2: ("corrupt model.onnx", "onnxruntime cannot load"),
           3: ("sha256 mismatch", "sha256"),
           4: ("tensor signature", "differ from metadata"),
           5: ("missing model.onnx", "model.onnx is missing"),
-          6: ("unreadable JSON", "not valid JSON")}
+          6: ("unreadable JSON", "not valid JSON"),
+          # Refused since issue 12: a new session runs one row before it is swapped in.
+          7: ("fails at its first run", "onnxruntime cannot run model.onnx"),
+          8: ("answers the wrong shape", "answers one row with shapes [1, 2] and [1]")}
 
 
 def test_broken_versions_are_refused_logged_once_and_never_served(repository: Path,
@@ -236,3 +271,39 @@ def test_publish_and_rollback_under_sustained_load_fail_no_request(repository: P
           f"{switch:.2f} s, back to v1 after {switch_back:.2f} s (poll {POLL} s)")
     assert switch <= POLL + 1 and switch_back <= POLL + 1
     assert any(v == "2" for _, _, v in results) and results[-1][2] == "1"
+
+
+# Run in a fresh process: freezing is per process, and this one's pytest heap is no worker's.
+FROZEN_HEAP_SCRIPT = """
+import gc, sys, weakref
+from pathlib import Path
+import modelrepo
+from serving.repository import ModelRepository
+
+repository = Path(sys.argv[1])
+repo = ModelRepository(repository, keep_versions=1)
+repo.scan()
+first = repo.get("iris")
+print(gc.get_freeze_count(), len(gc.get_objects()))
+metadata, model_bytes = modelrepo.read_version(repository / "iris" / "1")
+modelrepo.publish_version(repository, "iris", model_bytes, metadata)
+gone = weakref.ref(first)
+del first
+repo.scan()
+# Frozen, version 1 is never walked by the collector again: still freed, once unloaded.
+print(repo.get("iris").version, gone() is None)
+"""
+
+
+def test_the_first_scan_freezes_the_heap_and_unloaded_versions_are_still_freed(
+        repository: Path) -> None:
+    """Issue 12: a worker's first full garbage collection walked its whole heap with the GIL
+    held (~60 ms), set off by the allocations of a version switch every few dozen switches.
+    The first scan (at boot) collects once and freezes what survives."""
+    run = subprocess.run([sys.executable, "-c", FROZEN_HEAP_SCRIPT, str(repository)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    heap, switched = run.stdout.splitlines()[-2:]
+    frozen, unfrozen = map(int, heap.split())
+    assert frozen > 10_000 and unfrozen < frozen / 10, heap
+    assert switched == "2 True"
