@@ -52,8 +52,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 ROW = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
@@ -157,11 +155,12 @@ def classify(requests: list[tuple[int, int, int]], events: list[dict[str, Any]],
 
 
 def train(tmp: Path) -> Path:
-    """Train iris version 1 into ``tmp/repository`` with the training CLI, as tests/conftest.py
-    does, but in a child process: torch stays out of this process's heap."""
+    """Train iris version 1 into ``tmp/repository`` with the training CLI, in a child process:
+    torch stays out of this process's heap."""
+    from tests.support.models import train_in_subprocess
+
     repository = tmp / "repository"
-    subprocess.run([sys.executable, "-m", "training", "--artifacts", str(repository),
-                    "--log-every", "0"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    train_in_subprocess(repository)
     return repository
 
 
@@ -222,7 +221,7 @@ def rollback(repository: Path) -> None:
 
 
 def run_server(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from tests.conftest import start_server
+    from tests.support.server import start_server
 
     repository = train(tmp)
     hook = tmp / "hook"

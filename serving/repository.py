@@ -222,9 +222,11 @@ class ModelRepository:
                                 "loaded model(s)", self.root, len(self._models))
                 self._scanned = True
                 return
-            if set(names) != set(self._models) or not self._scanned:
+            if self.predict_model not in names or set(names) != set(self._models):
                 # The model behind /predict: the configured one, else the first published —
-                # so a new model never takes /predict from the one its clients use.
+                # so a new model never takes /predict from the one its clients use. Decided
+                # again when the models change, or while undecided (e.g. its directory was
+                # unreadable when this worker started).
                 self.predict_model = modelrepo.predict_model(self.root, self.default_model)
             self._models = {name: self._scan_model(name) for name in names}
             if self.telemetry is not None:
