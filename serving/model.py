@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modelrepo import CLASS, INPUT_NAME, INPUTS, OUTPUTS, PROBABILITIES, BrokenVersion
+from modelrepo import CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, imputes, signature
+from serving.codecs import ModelShape
 
 # No usage telemetry from a model server (also ORT_DISABLE_TELEMETRY=1 in gunicorn.conf.py).
 ort.disable_telemetry_events()
@@ -31,7 +32,8 @@ class LoadedModel:
         """Create the session (one intra-op thread: gunicorn's workers give the parallelism).
 
         Raises BrokenVersion if onnxruntime cannot load the graph or its tensor signature
-        differs from the metadata's.
+        differs from the metadata's, or the metadata's from the contract's for its shape (F
+        features, K classes).
         """
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -45,7 +47,12 @@ class LoadedModel:
             raise BrokenVersion(path, f"onnxruntime cannot load model.onnx: {exc}") from None
         found = (_signature(self.session.get_inputs()), _signature(self.session.get_outputs()))
         declared = (metadata["inputs"], metadata["outputs"])
-        if found != declared or declared != (INPUTS, OUTPUTS):
+        n_features, n_classes = len(metadata["feature_names"]), len(metadata["class_labels"])
+        try:
+            expected = signature(n_features, n_classes)
+        except ValueError as exc:
+            raise BrokenVersion(path, str(exc)) from None
+        if found != declared or declared != expected:
             raise BrokenVersion(path, f"model.onnx tensors {found} differ from metadata {declared}")
         self.name = name
         self.version = str(version)  # versions are strings on the wire, as in V2
@@ -54,9 +61,13 @@ class LoadedModel:
         self.metadata = metadata
         self.feature_names: list[str] = list(metadata["feature_names"])
         self.class_labels: list[str] = list(metadata["class_labels"])
+        self.n_features, self.n_classes = n_features, n_classes
+        self.impute = imputes(metadata)
+        # What the codecs check requests against, worked out once for every request.
+        self.shape = ModelShape(name, self.feature_names, n_classes, self.impute)
         self._outputs = [PROBABILITIES, CLASS]
 
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities FP32 (N, 3) and classes INT64 (N,) for float32 rows (N, 4)."""
+        """Probabilities FP32 (N, K) and classes INT64 (N,) for float32 rows (N, F)."""
         probabilities, classes = self.session.run(self._outputs, {INPUT_NAME: rows})
         return probabilities, classes
