@@ -1026,6 +1026,202 @@ def test_small_and_large_batches_decode_to_the_same_values() -> None:
     np.testing.assert_array_equal(small, large[:3])
 
 
+# ---------------------------------------------------- models of other shapes: F features, K classes
+
+WINE = ModelShape("wine", [f"f{i}" for i in range(13)], 2)  # the non-Iris battery's model
+CENSUS = ModelShape("census", [f"f{i}" for i in range(13)], 3, impute=True)
+WINE_ROW = [float(i) / 2 for i in range(13)]
+
+
+def wine_v2(data: Any = None, *, shape: Any = (1, 13), **extra: Any) -> bytes:
+    tensor = {"name": "input", "shape": list(shape), "datatype": "FP32",
+              "data": WINE_ROW if data is None else data}
+    return dumps({"inputs": [tensor], **extra})
+
+
+def wine_binary(values: np.ndarray, *, shape: Any = None) -> tuple[bytes, int]:
+    raw = np.ascontiguousarray(values, "<f4").tobytes()
+    return binary_body(raw, shape=values.shape if shape is None else shape)
+
+
+WINE_EXPECTED = ("list of 13 numbers, the features of model wine "
+                 "(f0, f1, f2, f3, …, f12), or an object with those keys")
+BAD_WINE_INSTANCES: list[tuple[str, bytes, list[str]]] = [
+    ("row of F-1", dumps({"instances": [WINE_ROW[:12]]}),
+     ["instances[0] has 12 values", WINE_EXPECTED]),
+    ("row of F+1", dumps({"instances": [WINE_ROW, [*WINE_ROW, 1.0]]}),
+     ["instances[1] has 14 values", WINE_EXPECTED]),
+    ("iris row", dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}), ["has 4 values", WINE_EXPECTED]),
+    ("iris keys", dumps({"instances": [dict(zip(NAMES, [5.1, 3.5, 1.4, 0.2]))]}),
+     ["instances[0] lacks", "has unknown keys", "(the 13 features of model wine)"]),
+    ("keys but one", dumps({"instances": [dict(zip(WINE.feature_names[1:], WINE_ROW))]}),
+     ['instances[0] lacks ["f0"]']),
+    ("null without imputation", dumps({"instances": [[*WINE_ROW[:5], None, *WINE_ROW[6:]]]}),
+     ["instances[0][5] is null", "does not accept missing values"]),
+    ("null in an object", dumps({"instances": [{**dict(zip(WINE.feature_names, WINE_ROW)),
+                                                 "f12": None}]}),
+     ['instances[0]["f12"] is null', "does not accept missing values"]),
+    ("not an object", b"[1]", ['such as {"instances": [[5.1, 3.5, 1.4, … (13 numbers)]]}']),
+    ("many rows, one short", dumps({"instances": [WINE_ROW] * 9 + [WINE_ROW[:12]]}),
+     ["instances[9] has 12 values"]),
+    ("many rows, a string", dumps({"instances": [WINE_ROW] * 9 + [[*WINE_ROW[:12], "1"]]}),
+     ['instances[9][12] is the string "1"']),
+]
+
+
+@pytest.mark.parametrize(("body", "fragments"), [case[1:] for case in BAD_WINE_INSTANCES],
+                         ids=[case[0] for case in BAD_WINE_INSTANCES])
+def test_bad_instances_for_another_shape(body: bytes, fragments: list[str]) -> None:
+    with pytest.raises(BadRequest) as info:
+        decode_instances(body, WINE, MAX_ROWS * 2)
+    assert_refused(info.value, BadRequest, 400, fragments)
+
+
+def _bad_wine_infer() -> list[tuple[str, bytes, int | None, list[str]]]:
+    nan_row = np.array([WINE_ROW], np.float32)
+    nan_row[0, 12] = np.nan
+    return [
+        ("shape of F-1", wine_v2(WINE_ROW[:12], shape=(1, 12)), None,
+         ["12 features per row", "expected [N, 13] with 1 <= N <= 5 (model wine has 13 "
+          "features: f0, f1, f2, f3, …, f12)"]),
+        ("shape of F+1", wine_v2([*WINE_ROW, 1], shape=(1, 14)), None, ["14 features per row"]),
+        ("iris shape", wine_v2([5.1, 3.5, 1.4, 0.2], shape=(1, 4)), None,
+         ["4 features per row", "expected [N, 13]"]),
+        ("data of F-1", wine_v2(WINE_ROW[:12]), None,
+         ['has 12 values in "data" but shape [1, 13] needs 13']),
+        ("inputs empty", dumps({"inputs": []}), None,
+         ['one input tensor named "input", FP32, shape [N, 13], such as {"inputs": [{"name": '
+          '"input", "shape": [1, 13], "datatype": "FP32", "data": [5.1, 3.5, 1.4, … (13 '
+          'numbers)]}]}']),
+        ("null without imputation", wine_v2([None, *WINE_ROW[1:]]), None,
+         ["data[0] is null", "does not accept missing values"]),
+        ("classification above K", wine_v2(outputs=[
+            {"name": "probabilities", "parameters": {"classification": 3}}]), None,
+         ["classification must be from 1 to 2 (the number of classes), got 3"]),
+        ("ragged", wine_v2([WINE_ROW, WINE_ROW[:3]], shape=(2, 13)), None,
+         ["ragged", "N*13 numbers", "[N, 13]"]),
+        ("value 1e39 in row 1", wine_v2([*WINE_ROW, *WINE_ROW[:12], 1e39], shape=(2, 13)), None,
+         ['"data" value 25 (row 1, column 12) is 1e+39']),
+        ("binary NaN without imputation", *wine_binary(nan_row),
+         ["binary value 12 (row 0, column 12)", "this model does not accept missing values"]),
+        ("binary of F-1", *wine_binary(nan_row[:, :12], shape=(1, 13)),
+         ["binary_data_size 48 but shape [1, 13] of FP32 takes 52 bytes"]),
+    ]
+
+
+BAD_WINE_INFER = _bad_wine_infer()
+
+
+@pytest.mark.parametrize(("body", "header_length", "fragments"),
+                         [case[1:] for case in BAD_WINE_INFER],
+                         ids=[case[0] for case in BAD_WINE_INFER])
+def test_bad_infer_for_another_shape(body: bytes, header_length: int | None,
+                                     fragments: list[str]) -> None:
+    with pytest.raises(BadRequest) as info:
+        decode_infer(body, header_length, WINE, MAX_ROWS)
+    assert_refused(info.value, BadRequest, 400, fragments)
+
+
+@pytest.mark.parametrize("n_features", [1, 4, 13, 64, 784])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_every_form_decodes_for_any_width(n_features: int, rows: int) -> None:
+    names = [f"x{i}" for i in range(n_features)]
+    shape = ModelShape("m", names, 2)
+    x = np.random.default_rng(n_features).uniform(-5, 5, (rows, n_features)).astype(np.float32)
+    objects = [dict(zip(names, row)) for row in x.tolist()]
+    assert_input_array(decode_instances(dumps({"instances": x.tolist()}), shape, 10), x)
+    assert_input_array(decode_instances(dumps({"instances": objects}), shape, 10), x)
+    for data in (x.ravel().tolist(), x.tolist()):
+        body = dumps({"inputs": [{"name": "input", "shape": [rows, n_features],
+                                  "datatype": "FP32", "data": data}]})
+        assert_input_array(decode_infer(body, None, shape, 10).inputs, x)
+    body, length = binary_body(x.tobytes(), shape=x.shape)
+    assert_input_array(decode_infer(body, length, shape, 10).inputs, x)
+
+
+def _with_missing(rows: int) -> np.ndarray:
+    x = np.tile(np.array([WINE_ROW], np.float32), (rows, 1))
+    x[0, 0] = x[-1, 12] = np.nan
+    return x
+
+
+def _nulls(x: np.ndarray) -> list[list[Any]]:
+    return [[None if v != v else v for v in row] for row in x.tolist()]
+
+
+def assert_same_with_nan(array: np.ndarray, expected: np.ndarray) -> None:
+    assert array.dtype == np.float32 and array.flags.c_contiguous
+    np.testing.assert_array_equal(array, expected)  # NaN in the same places
+
+
+@pytest.mark.parametrize("rows", [1, 2, 10], ids=["1 row", "2 rows", "10 rows (numpy path)"])
+def test_a_model_that_imputes_takes_null_and_nan(rows: int) -> None:
+    x = _with_missing(rows)
+    instances = _nulls(x)
+    assert_same_with_nan(decode_instances(dumps({"instances": instances}), CENSUS, 10), x)
+    objects = [dict(zip(CENSUS.feature_names, row)) for row in instances]
+    assert_same_with_nan(decode_instances(dumps({"instances": objects}), CENSUS, 10), x)
+    for data in (instances, [v for row in instances for v in row]):
+        for datatype in ("FP32", "FP64"):
+            body = dumps({"inputs": [{"name": "input", "shape": [rows, 13],
+                                      "datatype": datatype, "data": data}]})
+            assert_same_with_nan(decode_infer(body, None, CENSUS, 10).inputs, x)
+    body, length = wine_binary(x)
+    assert_same_with_nan(decode_infer(body, length, CENSUS, 10).inputs, x)
+    all_missing = [[None] * 13]
+    assert np.isnan(decode_instances(dumps({"instances": all_missing}), CENSUS, 10)).all()
+
+
+@pytest.mark.parametrize(("body", "header_length", "fragments"), [
+    (dumps({"instances": [[*[None] * 12, "1"]]}), None, ['instances[0][12] is the string "1"']),
+    (dumps({"instances": [[*[None] * 12, True]]}), None, ["instances[0][12] is a boolean"]),
+    (dumps({"instances": [[None] * 12]}), None, ["instances[0] has 12 values"]),
+    (dumps({"instances": [[*[None] * 12, 1e39]]}), None, ["instances[0][12] is 1e+39"]),
+    (wine_v2([*[None] * 12, [1]]), None, ['"data" is ragged']),
+    (wine_v2([*[None] * 12, False]), None, ["data[12] is a boolean"]),
+    (wine_v2([None] * 12), None, ['has 12 values in "data" but shape [1, 13] needs 13']),
+    (dumps({"inputs": [{"name": "input", "shape": [1, 13], "datatype": "INT32",
+                        "data": [*[None] * 12, 2.5]}]}), None,
+     ["INT32 data must be whole numbers"]),
+    (*wine_binary(np.array([[np.inf, *[np.nan] * 12]], np.float32)), ["binary value 0", "inf"]),
+], ids=["string", "boolean", "short row", "1e39", "nested", "V2 boolean", "V2 short",
+        "V2 INT32 fraction", "binary inf"])
+def test_a_model_that_imputes_still_refuses_what_is_not_missing(
+        body: bytes, header_length: int | None, fragments: list[str]) -> None:
+    with pytest.raises(BadRequest) as info:
+        if body.startswith(b'{"instances"'):
+            decode_instances(body, CENSUS, 10)
+        else:
+            decode_infer(body, header_length, CENSUS, 10)
+    assert_refused(info.value, BadRequest, 400, fragments)
+
+
+def test_a_model_that_imputes_decodes_int_data_with_null() -> None:
+    body = dumps({"inputs": [{"name": "input", "shape": [1, 13], "datatype": "INT32",
+                              "data": [None, *range(12)]}]})
+    decoded = decode_infer(body, None, CENSUS, 10).inputs
+    assert np.isnan(decoded[0, 0]) and decoded[0, 1:].tolist() == list(range(12))
+
+
+def test_classification_bounds_follow_the_model() -> None:
+    many = ModelShape("m", ["a"], 100)
+    outputs = [{"name": "probabilities", "parameters": {"classification": 100}}]
+    body = dumps({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32",
+                              "data": [1]}], "outputs": outputs})
+    assert decode_infer(body, None, many, 10).outputs == [
+        RequestedOutput("probabilities", classification=100)]
+    with pytest.raises(BadRequest, match="from 1 to 2"):
+        decode_infer(body, None, ModelShape("m", ["a"], 2), 10)
+
+
+def test_encode_infer_gives_k_columns() -> None:
+    probabilities = np.full((2, 10), 0.1, np.float32)
+    request = InferRequest(None, np.zeros((2, 5), np.float32), [RequestedOutput("probabilities")])
+    body, _ = encode_infer("m", "1", request, probabilities, np.zeros(2, np.int64),
+                           [f"c{k}" for k in range(10)])
+    assert orjson.loads(body)["outputs"][0]["shape"] == [2, 10]
+
+
 # --------------------------------------------------------------- the package's one-way layers
 
 # Which modules of serving.codecs each one may import: the protocol modules build on checks,
