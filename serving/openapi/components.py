@@ -697,9 +697,9 @@ MODEL_NOT_READY = ("model 'iris' has no valid version: version 1: sha256 of mode
 # Per status: what it means, and an answer the server gives (its message, from the code).
 _ERROR_DEFAULTS: dict[int, tuple[str, Any]] = {
     400: ("Bad input; the message says what was wrong and what is expected.",
-          {"error": "instances[0] has 3 values: every row must be a list of 4 numbers "
-                    "(sepal_length, sepal_width, petal_length, petal_width) or an object with "
-                    "those keys"}),
+          {"error": "instances[0] has 3 values: every row must be a list of 4 numbers, the "
+                    "features of model iris (sepal_length, sepal_width, petal_length, "
+                    "petal_width), or an object with those keys"}),
     403: ("The model repository is read-only over HTTP.",
           {"error": "the model repository is read-only over HTTP: publish a version with "
                     "`python -m training` (or retire one with `python -m modelrepo`) and every "

@@ -21,7 +21,9 @@ import pytest
 import tritonclient.http as triton
 
 import modelrepo
-from tests.support.models import SHAPES, class_labels, feature_names
+from serving.model import LoadedModel
+from tests.support.models import (SHAPES, class_labels, feature_names, linear_metadata,
+                                  linear_model_bytes)
 from tests.support.net import Reply, send
 from tests.support.server import Server
 
@@ -243,6 +245,20 @@ def test_tritonclient_unmodified(shapes_server: Server, references: dict[str, Re
         assert [label for _, _, label in best] == [labels[c] for c in classes]
     finally:
         client.close()
+
+
+def test_a_graph_of_another_shape_than_its_metadata_is_refused(tmp_path: Path) -> None:
+    # The metadata is consistent (13 names, 3 labels, signature(13, 3)); the graph is 13 x 2.
+    published = modelrepo.publish_version(tmp_path, "m", linear_model_bytes(13, 2),
+                                          linear_metadata(13, 3))
+    metadata, model_bytes = modelrepo.read_version(published.path)
+    with pytest.raises(modelrepo.BrokenVersion, match="differ from metadata"):
+        LoadedModel("m", 1, metadata, model_bytes, published.path)
+    metadata, model_bytes = modelrepo.read_version(
+        modelrepo.publish_version(tmp_path, "n", linear_model_bytes(13, 2),
+                                  linear_metadata(13, 2)).path)
+    model = LoadedModel("n", 1, metadata, model_bytes, published.path)
+    assert (model.n_features, model.n_classes, model.impute) == (13, 2, False)
 
 
 # ------------------------------------------------------------------------------------ errors
