@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app({"model_repository": repository, "poll_seconds": 0,
                           "log_level": "WARNING"})
         model = app.extensions["softserve"].get("iris")
-        rows = codecs.decode_instances(BODY, model.feature_names, 100_000)
+        rows = codecs.decode_instances(BODY, model.shape, 100_000)
         probabilities, classes = model.predict(rows)
         assert np.array_equal(small_batch_decode(BODY), rows)
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             ("request body: flask Request.get_data(cache=False)", get_data),
             ("  what-if: wsgi.input.read(CONTENT_LENGTH)", raw_read),
             ("decode: codecs.decode_instances", lambda: codecs.decode_instances(
-                BODY, model.feature_names, 100_000)),
+                BODY, model.shape, 100_000)),
             ("  what-if: small-batch check in Python + np.array(float32)",
              lambda: small_batch_decode(BODY)),
             ("model: LoadedModel.predict (InferenceSession.run)", lambda: model.predict(rows)),

@@ -46,18 +46,53 @@ DEFAULT_REPOSITORY = "./artifacts"
 REPOSITORY_ENV = "SOFTSERVE_MODEL_REPOSITORY"
 DEFAULT_MODEL_ENV = "SOFTSERVE_DEFAULT_MODEL"  # the model behind POST /predict; see predict_model
 
-N_FEATURES = 4
-N_CLASSES = 3
 INPUT_NAME = "input"
 PROBABILITIES = "probabilities"
 CLASS = "class"
 
-# The V2 tensor metadata every version must declare and every model.onnx must match.
-INPUTS: list[dict[str, Any]] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_FEATURES]}]
-OUTPUTS: list[dict[str, Any]] = [
-    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, N_CLASSES]},
-    {"name": CLASS, "datatype": "INT64", "shape": [-1]},
-]
+# The shapes a version may have: F features in, K classes out. Limits well above any tabular
+# classifier, low enough that a metadata.json stays small and a config.pbtxt readable.
+MAX_FEATURES = 65536
+MAX_CLASSES = 10000
+# What a version does with a missing feature value (JSON null, NaN in binary data): "refuse" it
+# (a 400, as every version published before this key existed does) or "impute" it (its graph
+# replaces NaN itself, so NaN is passed to it).
+MISSING_VALUES = ("refuse", "impute")
+MISSING_VALUES_KEY = "missing_values"
+
+# Iris's shape, for examples and documentation only (the training CLI's default data set):
+# never a contract check. ``N_FEATURES``/``N_CLASSES`` and ``INPUTS``/``OUTPUTS`` are kept as
+# deprecated aliases of the Iris example for code not yet moved to :func:`signature`.
+IRIS_FEATURES = 4
+IRIS_CLASSES = 3
+N_FEATURES = IRIS_FEATURES
+N_CLASSES = IRIS_CLASSES
+
+
+def signature(n_features: int, n_classes: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The V2 tensor metadata ``(inputs, outputs)`` of a version with F features and K classes.
+
+    Input ``input`` FP32 ``[-1, F]``; outputs ``probabilities`` FP32 ``[-1, K]`` and ``class``
+    INT64 ``[-1]``: what ``metadata.json`` must declare and ``model.onnx`` must match.
+    Raises ValueError unless 1 <= F <= MAX_FEATURES and 2 <= K <= MAX_CLASSES (integers).
+    """
+    for value, low, high, what in ((n_features, 1, MAX_FEATURES, "features"),
+                                   (n_classes, 2, MAX_CLASSES, "classes")):
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError(f"a model has {low} to {high} {what}, got {value!r}")
+    inputs = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, n_features]}]
+    outputs = [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, n_classes]},
+               {"name": CLASS, "datatype": "INT64", "shape": [-1]}]
+    return inputs, outputs
+
+
+INPUTS, OUTPUTS = signature(IRIS_FEATURES, IRIS_CLASSES)  # deprecated: Iris's, see above
+
+
+def imputes(metadata: Mapping[str, Any]) -> bool:
+    """Whether a (checked) version's graph imputes missing values (``missing_values``)."""
+    return bool(metadata.get(MISSING_VALUES_KEY, "refuse") == "impute")
+
 
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
 _RETIRED_RE = re.compile(re.escape(RETIRED_PREFIX) + r"([1-9][0-9]{0,17})")
@@ -176,15 +211,14 @@ def highest_version_used(model_dir: Path) -> int:
     return max([0, *version_dirs(model_dir), *retired_versions(model_dir)])
 
 
-def model_config(model_name: str, inputs: list[dict[str, Any]] | None = None,
-                 outputs: list[dict[str, Any]] | None = None,
+def model_config(model_name: str, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]],
                  keep_versions: int | None = None) -> dict[str, Any]:
-    """Triton's model configuration (its ``ModelConfig`` message) as JSON, for this contract.
+    """Triton's model configuration (its ``ModelConfig`` message) as JSON, for one version.
 
     ``max_batch_size: 0`` with an explicit ``-1`` batch dimension: the graph batches itself,
     so Triton passes whole requests through as they are. ``inputs``/``outputs`` are a version's
-    V2 tensor metadata (the contract's by default); ``keep_versions`` adds the version policy
-    a server applies (its newest N valid versions).
+    V2 tensor metadata (see :func:`signature`); ``keep_versions`` adds the version policy a
+    server applies (its newest N valid versions).
     """
 
     def tensor(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,12 +229,13 @@ def model_config(model_name: str, inputs: list[dict[str, Any]] | None = None,
                               "backend": "onnxruntime", "max_batch_size": 0}
     if keep_versions is not None:
         config["version_policy"] = {"latest": {"num_versions": keep_versions}}
-    config["input"] = [tensor(s) for s in (INPUTS if inputs is None else inputs)]
-    config["output"] = [tensor(s) for s in (OUTPUTS if outputs is None else outputs)]
+    config["input"] = [tensor(s) for s in inputs]
+    config["output"] = [tensor(s) for s in outputs]
     return config
 
 
-def config_pbtxt(model_name: str) -> str:
+def config_pbtxt(model_name: str, inputs: list[dict[str, Any]],
+                 outputs: list[dict[str, Any]]) -> str:
     """``model_config`` in protobuf text format, as Triton reads ``config.pbtxt``."""
 
     def tensor(spec: Mapping[str, Any]) -> str:
@@ -210,7 +245,7 @@ def config_pbtxt(model_name: str) -> str:
             f"    dims: [ {dims} ]\n  }}"
         )
 
-    config = model_config(model_name)
+    config = model_config(model_name, inputs, outputs)
     sep = ",\n"
     return (
         f'name: "{model_name}"\nplatform: "{PLATFORM}"\nmax_batch_size: 0\n'
@@ -219,8 +254,27 @@ def config_pbtxt(model_name: str) -> str:
     )
 
 
+def _check_names(values: list[Any], what: str, low: int, high: int, path: Path) -> None:
+    """``values`` is a list of ``low`` to ``high`` unique strings. Raises BrokenVersion."""
+    if not low <= len(values) <= high or not all(type(v) is str for v in values):
+        raise BrokenVersion(path, f"{METADATA_FILE}: {what} must be {low} to {high} strings, "
+                                  f"got {len(values)} values")
+    if len(set(values)) != len(values):
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                raise BrokenVersion(path, f"{METADATA_FILE}: {what} must be unique, "
+                                          f"{value!r} repeats")
+            seen.add(value)
+
+
 def check_metadata(metadata: Any, path: Path, version: int | None = None) -> dict[str, Any]:
-    """Validate a parsed metadata.json against the schema. Raises BrokenVersion."""
+    """Validate a parsed metadata.json against the schema. Raises BrokenVersion.
+
+    The shape is the version's own: F = len(feature_names) (1 to MAX_FEATURES unique strings),
+    K = len(class_labels) (2 to MAX_CLASSES unique strings), and ``inputs``/``outputs`` must be
+    :func:`signature` (F, K). ``missing_values``, if present, is "refuse" or "impute".
+    """
     if not isinstance(metadata, dict):
         raise BrokenVersion(path, f"{METADATA_FILE} is not a JSON object")
     for key, kind in REQUIRED_METADATA.items():
@@ -232,13 +286,18 @@ def check_metadata(metadata: Any, path: Path, version: int | None = None) -> dic
         raise BrokenVersion(
             path, f"{METADATA_FILE} says version {metadata['version']}, directory says {version}"
         )
-    if metadata["inputs"] != INPUTS or metadata["outputs"] != OUTPUTS:
-        raise BrokenVersion(path, f"{METADATA_FILE}: tensor signature differs from the contract")
     names, labels = metadata["feature_names"], metadata["class_labels"]
-    if len(names) != N_FEATURES or not all(isinstance(n, str) for n in names):
-        raise BrokenVersion(path, f"{METADATA_FILE}: feature_names must be {N_FEATURES} strings")
-    if len(labels) != N_CLASSES or not all(isinstance(n, str) for n in labels):
-        raise BrokenVersion(path, f"{METADATA_FILE}: class_labels must be {N_CLASSES} strings")
+    _check_names(names, "feature_names", 1, MAX_FEATURES, path)
+    _check_names(labels, "class_labels", 2, MAX_CLASSES, path)
+    if [metadata["inputs"], metadata["outputs"]] != list(signature(len(names), len(labels))):
+        raise BrokenVersion(
+            path, f"{METADATA_FILE}: tensor signature differs from the contract for "
+                  f"{len(names)} features and {len(labels)} classes (input FP32 "
+                  f"[-1, {len(names)}], outputs FP32 [-1, {len(labels)}] and INT64 [-1])")
+    missing = metadata.get(MISSING_VALUES_KEY, "refuse")
+    if type(missing) is not str or missing not in MISSING_VALUES:
+        raise BrokenVersion(path, f"{METADATA_FILE}: {MISSING_VALUES_KEY!r} must be "
+                                  f"{' or '.join(map(repr, MISSING_VALUES))}")
     if not isinstance(metadata["model"].get("sha256"), str):
         raise BrokenVersion(path, f"{METADATA_FILE}: model.sha256 is missing")
     return metadata
@@ -432,17 +491,30 @@ def _write_next_version(
             _write_file(tmp / name, data)
         _write_file(tmp / METADATA_FILE, json.dumps(record, indent=2).encode() + b"\n")
         _fsync_dir(tmp)
-        config = model_dir / CONFIG_FILE
-        if not config.exists():
-            staged = model_dir / f"{TMP_PREFIX}{CONFIG_FILE}"
-            _write_file(staged, config_pbtxt(model_name).encode())
-            os.rename(staged, config)
+        _write_config(model_dir, model_name, record["inputs"], record["outputs"])
         os.rename(tmp, model_dir / str(version))
         _fsync_dir(model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return version
+
+
+def _write_config(model_dir: Path, model_name: str, inputs: list[dict[str, Any]],
+                  outputs: list[dict[str, Any]]) -> None:
+    """Make ``config.pbtxt`` describe these tensors: written at a model's first publish, and
+    rewritten whole (staged, then renamed over it: Triton reads it) when a version of another
+    shape is published. Call with the model lock held. Raises OSError."""
+    config = model_dir / CONFIG_FILE
+    text = config_pbtxt(model_name, inputs, outputs).encode()
+    try:  # the same checks as a version's files: a FIFO must not block a publisher
+        if _read_regular_file(model_dir, CONFIG_FILE, len(text)) == text:
+            return
+    except BrokenVersion:  # missing, unreadable, another size: write it
+        pass
+    staged = model_dir / f"{TMP_PREFIX}{CONFIG_FILE}"
+    _write_file(staged, text)
+    os.rename(staged, config)
 
 
 def restore_version(repository: Path, model_name: str, retired: int) -> Published:
@@ -535,7 +607,9 @@ def predict_model(repository: Path, configured: str | None) -> str | None:
 def retire_version(model_dir: Path, version: int) -> Path:
     """Rename a version out of the integer namespace (``retired-<N>``); never deletes.
 
-    Call with the model lock held. Raises RepositoryError if the version does not exist.
+    ``config.pbtxt`` then describes the highest valid version left (versions may differ in
+    shape). Call with the model lock held. Raises RepositoryError if the version does not
+    exist; OSError if the disk refuses.
     """
     source = model_dir / str(version)
     target = model_dir / f"{RETIRED_PREFIX}{version}"
@@ -548,4 +622,11 @@ def retire_version(model_dir: Path, version: int) -> Path:
             raise RepositoryError(f"{target} already exists") from None
         raise
     _fsync_dir(model_dir)
+    for _, path in sorted(version_dirs(model_dir).items(), reverse=True):
+        try:
+            metadata, _ = read_version(path)
+        except BrokenVersion:
+            continue
+        _write_config(model_dir, model_dir.name, metadata["inputs"], metadata["outputs"])
+        break
     return target

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modelrepo import (CLASS, INPUT_NAME, INPUTS, N_CLASSES, N_FEATURES, OUTPUTS, PROBABILITIES,
-                       BrokenVersion)
+from modelrepo import CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, imputes, signature
+from serving.codecs import ModelShape
 
 # No usage telemetry from a model server (also ORT_DISABLE_TELEMETRY=1 in gunicorn.conf.py).
 ort.disable_telemetry_events()
@@ -36,7 +36,8 @@ class LoadedModel:
 
         ``timings`` holds the seconds each step took ("session", "warm-up").
         Raises BrokenVersion if onnxruntime cannot load or run the graph, its tensor signature
-        differs from the metadata's, or its answer to one row has the wrong shape.
+        differs from the metadata's, or the metadata's from the contract's for its shape (F
+        features, K classes), or its answer to one row has the wrong shape.
         """
         started = time.perf_counter()
         options = ort.SessionOptions()
@@ -51,7 +52,12 @@ class LoadedModel:
             raise BrokenVersion(path, f"onnxruntime cannot load model.onnx: {exc}") from None
         found = (_signature(self.session.get_inputs()), _signature(self.session.get_outputs()))
         declared = (metadata["inputs"], metadata["outputs"])
-        if found != declared or declared != (INPUTS, OUTPUTS):
+        n_features, n_classes = len(metadata["feature_names"]), len(metadata["class_labels"])
+        try:
+            expected = signature(n_features, n_classes)
+        except ValueError as exc:
+            raise BrokenVersion(path, str(exc)) from None
+        if found != declared or declared != expected:
             raise BrokenVersion(path, f"model.onnx tensors {found} differ from metadata {declared}")
         self.name = name
         self.version = str(version)  # versions are strings on the wire, as in V2
@@ -60,6 +66,10 @@ class LoadedModel:
         self.metadata = metadata
         self.feature_names: list[str] = list(metadata["feature_names"])
         self.class_labels: list[str] = list(metadata["class_labels"])
+        self.n_features, self.n_classes = n_features, n_classes
+        self.impute = imputes(metadata)
+        # What the codecs check requests against, worked out once for every request.
+        self.shape = ModelShape(name, self.feature_names, n_classes, self.impute)
         self._outputs = [PROBABILITIES, CLASS]
         loaded = time.perf_counter()
         self._warm_up(path)
@@ -68,15 +78,16 @@ class LoadedModel:
     def _warm_up(self, path: Path) -> None:
         """Run one row through the new session. Raises BrokenVersion if that fails."""
         try:
-            probabilities, classes = self.predict(np.zeros((1, N_FEATURES), dtype=np.float32))
+            probabilities, classes = self.predict(
+                np.zeros((1, self.n_features), dtype=np.float32))
         except Exception as exc:  # whatever the graph's kernels raise
             raise BrokenVersion(path, f"onnxruntime cannot run model.onnx: {exc}") from None
-        if probabilities.shape != (1, N_CLASSES) or classes.shape != (1,):
+        if probabilities.shape != (1, self.n_classes) or classes.shape != (1,):
             raise BrokenVersion(path, f"model.onnx answers one row with shapes "
                                       f"{list(probabilities.shape)} and {list(classes.shape)}, "
-                                      f"not [1, {N_CLASSES}] and [1]")
+                                      f"not [1, {self.n_classes}] and [1]")
 
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities FP32 (N, 3) and classes INT64 (N,) for float32 rows (N, 4)."""
+        """Probabilities FP32 (N, K) and classes INT64 (N,) for float32 rows (N, F)."""
         probabilities, classes = self.session.run(self._outputs, {INPUT_NAME: rows})
         return probabilities, classes

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from serving import create_app
-from tests.support.models import train
+from tests.support.models import publish_shapes, train
 from tests.support.server import Server, start_server
 
 # Every process the tests start inherits this: no onnxruntime telemetry from test runs.
@@ -44,6 +44,25 @@ def server(iris_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     """A real 2-worker gunicorn serving the session's iris repository (read-only)."""
     srv = start_server(iris_repository, tmp_path_factory.mktemp("logs"),
                        ready_path="/v2/health/ready")
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+@pytest.fixture(scope="session")
+def shapes_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository of linear models of many shapes (tests/support/models.py SHAPES), built
+    without torch. Treat as read-only."""
+    repository = tmp_path_factory.mktemp("shapes")
+    publish_shapes(repository)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def shapes_server(shapes_repository: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real gunicorn serving every shape side by side; POST /predict serves "wine"."""
+    srv = start_server(shapes_repository, tmp_path_factory.mktemp("shape-logs"), workers=1,
+                       ready_path="/v2/health/ready", env={"SOFTSERVE_DEFAULT_MODEL": "wine"})
     yield srv
     assert srv.stop() == 0, srv.log()
 

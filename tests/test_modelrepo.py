@@ -17,6 +17,7 @@ import pytest
 import modelrepo
 from modelrepo.__main__ import main as repo_main
 from tests.support import ROOT
+from tests.support.models import linear_metadata, linear_model_bytes, publish_linear_model
 
 
 def _publish_many(repository: str, source: str, count: int, queue) -> None:
@@ -84,6 +85,81 @@ def test_metadata_that_breaks_the_contract_is_never_published(iris_repository: P
         modelrepo.publish_version(tmp_path, "iris", model_bytes, {**meta, "inputs": []})
     assert not modelrepo.version_dirs(tmp_path / "iris")
     assert not list((tmp_path / "iris").glob(".tmp-*"))
+
+
+def test_the_signature_is_per_shape_within_the_limits() -> None:
+    assert modelrepo.signature(13, 2) == (
+        [{"name": "input", "datatype": "FP32", "shape": [-1, 13]}],
+        [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+         {"name": "class", "datatype": "INT64", "shape": [-1]}])
+    assert modelrepo.MAX_FEATURES >= 4096 and modelrepo.MAX_CLASSES >= 1000
+    modelrepo.signature(modelrepo.MAX_FEATURES, modelrepo.MAX_CLASSES)
+    for features, classes in [(0, 3), (4, 1), (modelrepo.MAX_FEATURES + 1, 3),
+                              (4, modelrepo.MAX_CLASSES + 1), (True, 3), (4.0, 3), (4, "3")]:
+        with pytest.raises(ValueError, match="a model has"):
+            modelrepo.signature(features, classes)  # type: ignore[arg-type]
+
+
+def _broken(**changes: object) -> dict[str, object]:
+    return {**linear_metadata(13, 2), **changes}
+
+
+@pytest.mark.parametrize(("metadata", "reason"), [
+    (_broken(inputs=modelrepo.signature(4, 2)[0]), "tensor signature differs from the contract "
+                                                    "for 13 features and 2 classes"),
+    (_broken(outputs=modelrepo.signature(13, 3)[1]), "tensor signature"),
+    (_broken(feature_names=[f"f{i}" for i in range(12)]), "tensor signature"),
+    (_broken(feature_names=[]), "feature_names must be 1 to 65536 strings, got 0"),
+    (_broken(feature_names=[*range(13)]), "feature_names must be 1 to 65536 strings"),
+    (_broken(feature_names=["a"] * 13), "feature_names must be unique, 'a' repeats"),
+    (_broken(class_labels=["only"]), "class_labels must be 2 to 10000 strings, got 1"),
+    (_broken(class_labels=["yes", "yes"]), "class_labels must be unique, 'yes' repeats"),
+    (_broken(class_labels=[0, 1]), "class_labels must be 2 to 10000 strings"),
+    (_broken(missing_values="drop"), "'missing_values' must be 'refuse' or 'impute'"),
+    (_broken(missing_values=None), "'missing_values' must be"),
+])
+def test_metadata_of_a_shape_is_checked(metadata: dict[str, object], reason: str,
+                                        tmp_path: Path) -> None:
+    with pytest.raises(modelrepo.BrokenVersion) as info:
+        modelrepo.publish_version(tmp_path, "m", linear_model_bytes(13, 2), metadata)
+    assert reason in info.value.reason
+    assert not modelrepo.version_dirs(tmp_path / "m")
+
+
+def test_versions_of_any_shape_are_published_and_read(tmp_path: Path) -> None:
+    for features, classes in [(1, 2), (13, 3), (784, 10), (64, 100)]:
+        published = publish_linear_model(tmp_path, f"m{features}x{classes}", features, classes)
+        metadata, _ = modelrepo.read_version(published.path)
+        assert (metadata["inputs"], metadata["outputs"]) == modelrepo.signature(features, classes)
+        assert not modelrepo.imputes(metadata)
+    metadata = linear_metadata(4, 3)
+    del metadata["missing_values"]  # versions published before the key: they refuse
+    published = modelrepo.publish_version(tmp_path, "old", linear_model_bytes(4, 3), metadata)
+    assert not modelrepo.imputes(modelrepo.read_version(published.path)[0])
+    published = publish_linear_model(tmp_path, "imputes", 5, 2, impute=True)
+    assert modelrepo.imputes(modelrepo.read_version(published.path)[0])
+
+
+def _dims(model_dir: Path) -> list[str]:
+    return re.findall(r"dims: \[ ([^\]]*) \]", (model_dir / "config.pbtxt").read_text())
+
+
+def test_config_pbtxt_follows_the_shape_of_what_is_published(tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    publish_linear_model(tmp_path, "m", 13, 2)
+    assert _dims(model_dir) == ["-1, 13", "-1, 2", "-1"]
+    inode = (model_dir / "config.pbtxt").stat().st_ino
+    publish_linear_model(tmp_path, "m", 13, 2, seed=1)  # the same shape: left as it is
+    assert (model_dir / "config.pbtxt").stat().st_ino == inode
+    publish_linear_model(tmp_path, "m", 20, 5)  # another shape: rewritten whole, renamed
+    assert _dims(model_dir) == ["-1, 20", "-1, 5", "-1"]
+    assert (model_dir / "config.pbtxt").stat().st_ino != inode
+    assert not list(model_dir.glob(".tmp-*"))
+    # A rollback retires version 3: config.pbtxt describes version 2 again; a restore, 3's.
+    assert repo_main(["--artifacts", str(tmp_path), "rollback", "m"]) == 0
+    assert _dims(model_dir) == ["-1, 13", "-1, 2", "-1"]
+    assert modelrepo.restore_version(tmp_path, "m", 3).version == 4
+    assert _dims(model_dir) == ["-1, 20", "-1, 5", "-1"]
 
 
 @pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", "", "x" * 65, "sp ace"])
@@ -300,7 +376,10 @@ def test_the_contract_document_is_complete_and_links_only_inside_the_project() -
         assert f"`{key}`" in text, key
     for name in modelrepo.RESERVED_MODEL_NAMES:
         assert f"`{name}`" in text, name
-    for spec in [*modelrepo.INPUTS, *modelrepo.OUTPUTS]:
+    for spec in [*modelrepo.signature(4, 3)[0], *modelrepo.signature(4, 3)[1]]:  # iris's
         assert json.dumps(spec) in text, spec
+    for words in ("[-1, F]", "[-1, K]", f"{modelrepo.MAX_FEATURES}", f"{modelrepo.MAX_CLASSES}",
+                  "`missing_values`", '"refuse"', '"impute"', "config.pbtxt"):
+        assert words in text, words
     for command in ("rollback MODEL", "restore MODEL N", "SOFTSERVE_DEFAULT_MODEL"):
         assert command in text

@@ -13,13 +13,14 @@ silently reads as 1 and 0, are looked for only among the values equal to 0 or 1.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
-from modelrepo import INPUT_NAME, N_FEATURES
+from modelrepo import INPUT_NAME
 from serving.errors import BadRequest
 
 
@@ -40,6 +41,51 @@ V2_DATATYPES = frozenset(
 )
 # How messages name the model's one V2 input tensor, whether its values come as JSON or binary.
 _INPUT = f'input "{INPUT_NAME}"'
+# Values for example rows in messages: Iris's first row, then a few more.
+_EXAMPLE_VALUES = ("5.1", "3.5", "1.4", "0.2", "1.0", "0.5", "2.0", "0.0")
+
+
+class ModelShape:
+    """What the codecs need to know of one model version, worked out once when it is loaded.
+
+    ``n_features`` F (the length of ``feature_names``), ``n_classes`` K (the bound of
+    classification), whether its graph imputes missing values (then JSON null and binary NaN
+    are accepted and passed on as NaN), and the texts its error messages use.
+    """
+
+    __slots__ = ("model", "feature_names", "n_features", "n_classes", "impute", "names_text",
+                 "expected_rows", "row_example", "instances_example", "input_spec",
+                 "tensor_example", "infer_example", "row_values")
+
+    def __init__(self, model: str, feature_names: Sequence[str], n_classes: int,
+                 impute: bool = False) -> None:
+        self.model = model
+        self.feature_names: tuple[str, ...] = tuple(feature_names)
+        self.n_features = width = len(self.feature_names)
+        self.n_classes = n_classes
+        self.impute = impute
+        names = self.feature_names
+        shown = names if width <= 10 else (*names[:4], "…", names[-1])
+        self.names_text = ", ".join(shown)
+        # The row values of a keyed row, in feature order, always as a tuple.
+        self.row_values: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            operator.itemgetter(*names) if width > 1 else lambda row: (row[names[0]],))
+        self.expected_rows = (
+            f"every row must be a list of {width} number{'s' if width != 1 else ''}, the "
+            f"features of model {model} ({self.names_text}), or an object with those keys")
+        if width <= len(_EXAMPLE_VALUES):
+            self.row_example = "[" + ", ".join(_EXAMPLE_VALUES[:width]) + "]"
+        else:
+            self.row_example = "[" + ", ".join(_EXAMPLE_VALUES[:3]) + f", … ({width} numbers)]"
+        self.instances_example = f'{{"instances": [{self.row_example}]}}'
+        self.input_spec = f'one input tensor named "{INPUT_NAME}", FP32, shape [N, {width}]'
+        self.tensor_example = (f'{{"name": "{INPUT_NAME}", "shape": [1, {width}], '
+                               f'"datatype": "FP32", "data": {self.row_example}}}')
+        self.infer_example = f'{{"inputs": [{self.tensor_example}]}}'
+
+    def __repr__(self) -> str:
+        return (f"ModelShape({self.model!r}, {self.n_features} features, "
+                f"{self.n_classes} classes{', imputes' if self.impute else ''})")
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -77,6 +123,8 @@ def _value_problem(value: Any) -> str | None:
         return f"is {value!r}, outside the float32 range (magnitude at most 3.4e38)"
     if kind is str:
         return f"is the string {_show(value)}: expected a number (numbers must not be quoted)"
+    if value is None:
+        return "is null: expected a number (this model does not accept missing values)"
     return f"is {_json_kind(value)}: expected a number"
 
 
@@ -184,14 +232,19 @@ def _holds_booleans(nested: list[Any], array: np.ndarray) -> bool:
     return False
 
 
-def _first_out_of_float32(flat: np.ndarray) -> int | None:
-    """Index of the first value that is NaN, infinite or beyond float32's range, else None."""
+def _first_out_of_float32(flat: np.ndarray, allow_nan: bool = False) -> int | None:
+    """Index of the first value that is NaN (unless ``allow_nan``), infinite or beyond
+    float32's range, else None."""
     if flat.dtype.kind != "f":
         return None  # integers up to 2**64 are all within float32's range
     # min/max propagate NaN, and NaN fails both comparisons: one pass each, no temporaries.
     if flat.min() >= -FLOAT32_MAX and flat.max() <= FLOAT32_MAX:
         return None
-    return int(np.flatnonzero(~(np.abs(flat) <= FLOAT32_MAX))[0])
+    bad = ~(np.abs(flat) <= FLOAT32_MAX)
+    if allow_nan:  # a missing value, for a model that imputes
+        bad &= ~np.isnan(flat)
+    found = np.flatnonzero(bad)
+    return int(found[0]) if len(found) else None
 
 
 # Up to this many values, checking them one by one in Python is cheaper than numpy's
@@ -199,8 +252,10 @@ def _first_out_of_float32(flat: np.ndarray) -> int | None:
 _SMALL_VALUES = 64
 
 
-def _small_float32(values: list[Any], rows: int) -> np.ndarray | None:
-    """Rows (lists of 4) or a flat list of plain, in-range numbers as (rows, 4) float32.
+def _small_float32(values: list[Any], rows: int, width: int,
+                   impute: bool = False) -> np.ndarray | None:
+    """Rows (lists of ``width``) or a flat list of plain, in-range numbers as (rows, width)
+    float32; with ``impute``, null too (as NaN).
 
     None when anything is unusual (booleans, strings, nesting, out of range, wrong length):
     the caller's whole-array path then finds and words the problem.
@@ -208,25 +263,29 @@ def _small_float32(values: list[Any], rows: int) -> np.ndarray | None:
     for value in values:
         kind = type(value)
         if kind is list:
-            if len(value) != N_FEATURES:
+            if len(value) != width:
                 return None
             for item in value:
                 item_kind = type(item)
                 if (item_kind is not float and item_kind is not int) or \
                         not -FLOAT32_MAX <= item <= FLOAT32_MAX:
+                    if item is None and impute:
+                        continue
                     return None
         elif (kind is not float and kind is not int) or not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+            if value is None and impute:
+                continue
             return None
     try:
         array = np.array(values, dtype=np.float32)
     except ValueError:  # rows and bare numbers mixed: not rectangular
         return None
-    return array.reshape(rows, N_FEATURES) if array.size == rows * N_FEATURES else None
+    return array.reshape(rows, width) if array.size == rows * width else None
 
 
-def _to_float32(array: np.ndarray, rows: int) -> np.ndarray:
-    """The (rows, 4) float32 C-contiguous array holding ``array``'s values."""
-    out = array.astype(np.float32, copy=False).reshape(rows, N_FEATURES)
+def _to_float32(array: np.ndarray, rows: int, width: int) -> np.ndarray:
+    """The (rows, width) float32 C-contiguous array holding ``array``'s values."""
+    out = array.astype(np.float32, copy=False).reshape(rows, width)
     if not out.flags.aligned or not out.flags.c_contiguous:
         # Binary data starts wherever the JSON header ends; onnxruntime reads the buffer
         # directly, so hand it an aligned copy (a few kB) rather than unaligned floats.

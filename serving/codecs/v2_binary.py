@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from modelrepo import N_FEATURES
 from serving.codecs.checks import (
     _INPUT,
     INPUT_DATATYPES,
+    ModelShape,
     _first_out_of_float32,
     _json_kind,
     _show,
@@ -47,11 +47,13 @@ def parse_header_length(value: str | None) -> int | None:
 
 
 def _binary_input(
-    body: bytes, header_length: int, size: Any, rows: int, datatype: str
+    body: bytes, header_length: int, size: Any, rows: int, datatype: str, shape: ModelShape
 ) -> np.ndarray:
-    """The input tensor from the raw bytes after the JSON header. Raises BadRequest."""
+    """The input tensor (rows, F) from the raw bytes after the JSON header; NaN is accepted
+    for a model that imputes. Raises BadRequest."""
     dtype = INPUT_DATATYPES[datatype]
-    count = rows * N_FEATURES
+    width = shape.n_features
+    count = rows * width
     if type(size) is not int or size < 0:
         raise BadRequest(
             f"{_INPUT} parameters.binary_data_size must be a non-negative integer, "
@@ -60,7 +62,7 @@ def _binary_input(
     expected = count * dtype.itemsize
     if size != expected:
         raise BadRequest(
-            f"{_INPUT} declares binary_data_size {size} but shape [{rows}, {N_FEATURES}] of "
+            f"{_INPUT} declares binary_data_size {size} but shape [{rows}, {width}] of "
             f"{datatype} takes {expected} bytes ({count} values of {dtype.itemsize} bytes)"
         )
     remaining = len(body) - header_length
@@ -70,13 +72,16 @@ def _binary_input(
             f"but the inputs declare {size} bytes of binary data"
         )
     flat = np.frombuffer(body, dtype=dtype, count=count, offset=header_length)
-    bad = _first_out_of_float32(flat)
+    bad = _first_out_of_float32(flat, shape.impute)
     if bad is not None:
+        value = flat[bad].item()
+        missing = " (NaN, a missing value: this model does not accept missing values)" \
+            if value != value else ""
         raise BadRequest(
-            f"{_INPUT} binary value {bad} (row {bad // N_FEATURES}, column {bad % N_FEATURES}) "
-            f"is {flat[bad].item()!r}: every value must be a finite number within float32's range"
+            f"{_INPUT} binary value {bad} (row {bad // width}, column {bad % width}) "
+            f"is {value!r}: every value must be a finite number within float32's range{missing}"
         )
-    return _to_float32(flat, rows)
+    return _to_float32(flat, rows, width)
 
 
 def _serialize_bytes(strings: Sequence[str]) -> bytes:

@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelrepo import CLASS, INPUT_NAME, N_CLASSES, N_FEATURES, PROBABILITIES
+from modelrepo import CLASS, INPUT_NAME, PROBABILITIES
 from serving.errors import JSON_CONTENT_TYPE
 from serving.codecs.checks import (
     _INPUT,
     _SMALL_VALUES,
     INPUT_DATATYPES,
     V2_DATATYPES,
+    ModelShape,
     _first_out_of_float32,
     _holds_booleans,
     _json_kind,
@@ -45,12 +46,6 @@ OUTPUT_NAMES = (PROBABILITIES, CLASS)
 SERVER_EXTENSIONS = ("binary_tensor_data", "classification")
 
 _ACCEPTED = "FP32 (or FP64, INT32, INT64)"
-_TENSOR_EXAMPLE = (
-    '{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}'
-)
-_INFER_EXAMPLE = f'{{"inputs": [{_TENSOR_EXAMPLE}]}}'
-# What the model's one input is, for messages about a missing or empty one.
-_INPUT_SPEC = f'one input tensor named "{INPUT_NAME}", FP32, shape [N, {N_FEATURES}]'
 # Stands for a key the request leaves out, so that a missing key is not reported as null.
 _MISSING: Any = object()
 
@@ -68,7 +63,7 @@ class RequestedOutput:
 class InferRequest:
     """A decoded V2 inference request.
 
-    ``inputs`` is float32, C-contiguous, shape (N, 4); it may be a read-only view of the
+    ``inputs`` is float32, C-contiguous, shape (N, F); it may be a read-only view of the
     request body (binary tensor data).
     """
 
@@ -87,7 +82,8 @@ def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
     return parameters
 
 
-def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> InferRequest:
+def decode_infer(body: bytes, header_length: int | None, shape: ModelShape,
+                 max_rows: int) -> InferRequest:
     """Decode a V2 inference request, JSON or with binary tensor data.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` value (see
@@ -95,13 +91,17 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
     raw little-endian input tensors, in input order, for inputs declaring
     ``parameters.binary_data_size``.
 
+    ``shape`` is the model's: F = ``shape.n_features`` columns, classification up to
+    K = ``shape.n_classes``; with ``shape.impute``, JSON null and binary NaN are missing values,
+    passed on as NaN.
+
     Raises BadRequest (400) for: a body or header that is not a UTF-8 JSON object; anything
-    but exactly one input named ``input``; a shape other than [N, 4] of non-negative integers
+    but exactly one input named ``input``; a shape other than [N, F] of non-negative integers
     with N >= 1; a datatype other than FP32, FP64, INT32 or INT64 (other V2 datatypes are
     "unsupported", other strings unknown); data whose element count differs from the shape, or
     holding anything but finite numbers within float32's range (INT data: whole numbers within
     the type's range); binary sizes that disagree with the shape or with the body; unknown or
-    repeated outputs; classification other than 1..3 on ``probabilities``.
+    repeated outputs; classification other than 1..K on ``probabilities``.
     Raises PayloadTooLarge (413) for N > ``max_rows``.
     """
     if header_length is None:
@@ -120,10 +120,11 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
         if header_length is None
         else ""
     )
-    doc = _load_json(header, what, _INFER_EXAMPLE, after_json)
+    example = shape.infer_example
+    doc = _load_json(header, what, example, after_json)
     if type(doc) is not dict:
         raise BadRequest(
-            f"{what} must be a JSON object such as {_INFER_EXAMPLE}, got {_json_kind(doc)}"
+            f"{what} must be a JSON object such as {example}, got {_json_kind(doc)}"
         )
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
@@ -136,22 +137,22 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
 
     if "inputs" not in doc:
         raise BadRequest(
-            f'{what} has no "inputs": "inputs" must be a list holding {_INPUT_SPEC}, such as '
-            f"{_INFER_EXAMPLE}"
+            f'{what} has no "inputs": "inputs" must be a list holding {shape.input_spec}, '
+            f"such as {example}"
         )
     inputs = doc["inputs"]
     if type(inputs) is not list:
         raise BadRequest(
             f'"inputs" must be a list holding one tensor named "{INPUT_NAME}", such as '
-            f"{_INFER_EXAMPLE}; got {_json_kind(inputs)}"
+            f"{example}; got {_json_kind(inputs)}"
         )
     if not inputs:
-        raise BadRequest(f'"inputs" is empty: send {_INPUT_SPEC}, such as {_INFER_EXAMPLE}')
+        raise BadRequest(f'"inputs" is empty: send {shape.input_spec}, such as {example}')
     for i, entry in enumerate(inputs):
         if type(entry) is not dict:
             raise BadRequest(
-                f"inputs[{i}] must be an object, an input tensor such as {_TENSOR_EXAMPLE}; "
-                f"got {_json_kind(entry)}"
+                f"inputs[{i}] must be an object, an input tensor such as "
+                f"{shape.tensor_example}; got {_json_kind(entry)}"
             )
     if len(inputs) != 1:
         names = ", ".join(_show(t["name"]) if "name" in t else 'one without "name"' for t in inputs)
@@ -162,14 +163,14 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
     tensor = inputs[0]
     if "name" not in tensor:
         raise BadRequest(
-            f'inputs[0] has no "name": the model takes {_INPUT_SPEC}, such as {_INFER_EXAMPLE}'
+            f'inputs[0] has no "name": the model takes {shape.input_spec}, such as {example}'
         )
     if tensor["name"] != INPUT_NAME:
         raise BadRequest(
             f'the model takes exactly one input named "{INPUT_NAME}", got one named '
             f'{_show(tensor["name"])}'
         )
-    rows = _check_shape(tensor.get("shape", _MISSING), max_rows)
+    rows = _check_shape(tensor.get("shape", _MISSING), shape, max_rows)
     datatype = _check_datatype(tensor.get("datatype", _MISSING))
     tensor_parameters = _parameters(tensor, _INPUT)
     if "shared_memory_region" in tensor_parameters:
@@ -177,7 +178,7 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
             f"{_INPUT} uses shared memory, which this server does not support: send the "
             'values in "data" or as binary tensor data'
         )
-    outputs = _requested_outputs(doc.get("outputs"), binary_default)
+    outputs = _requested_outputs(doc.get("outputs"), binary_default, shape.n_classes)
 
     binary_size = tensor_parameters.get("binary_data_size")
     if binary_size is not None:
@@ -191,7 +192,7 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
                 f"{_INPUT} declares binary_data_size but the request has no "
                 f"{HEADER_LENGTH_HEADER} header: send that header with the size of the JSON part"
             )
-        array = _binary_input(body, header_length, binary_size, rows, datatype)
+        array = _binary_input(body, header_length, binary_size, rows, datatype, shape)
     else:
         if header_length is not None and len(body) != header_length:
             raise BadRequest(
@@ -204,34 +205,38 @@ def decode_infer(body: bytes, header_length: int | None, max_rows: int) -> Infer
                 f'{_INPUT} has no "data": send its values in "data", or as binary tensor data '
                 "declared by parameters.binary_data_size"
             )
-        array = _json_input(tensor["data"], rows, datatype)
+        array = _json_input(tensor["data"], rows, datatype, shape)
     return InferRequest(request_id, array, outputs)
 
 
-def _check_shape(shape: Any, max_rows: int) -> int:
-    """The row count N of a shape [N, 4] (``_MISSING`` if absent).
+def _check_shape(tensor_shape: Any, shape: ModelShape, max_rows: int) -> int:
+    """The row count N of a tensor shape [N, F] (``_MISSING`` if absent).
 
     Raises BadRequest, or PayloadTooLarge if N > max_rows.
     """
-    expected = f"expected [N, {N_FEATURES}] with 1 <= N <= {max_rows}"
-    if shape is _MISSING:
+    width = shape.n_features
+    expected = (f"expected [N, {width}] with 1 <= N <= {max_rows} (model {shape.model} has "
+                f"{width} feature{'s' if width != 1 else ''}: {shape.names_text})")
+    if tensor_shape is _MISSING:
         raise BadRequest(
-            f'{_INPUT} has no "shape": {expected}, such as "shape": [1, {N_FEATURES}]'
+            f'{_INPUT} has no "shape": {expected}, such as "shape": [1, {width}]'
         )
     if (
-        type(shape) is not list
-        or len(shape) != 2
-        or not all(type(d) is int and 0 <= d <= _INT64_MAX for d in shape)
+        type(tensor_shape) is not list
+        or len(tensor_shape) != 2
+        or not all(type(d) is int and 0 <= d <= _INT64_MAX for d in tensor_shape)
     ):
         raise BadRequest(
-            f"{_INPUT} has shape {_show(shape)}: {expected}, as a list of two non-negative integers"
+            f"{_INPUT} has shape {_show(tensor_shape)}: {expected}, as a list of two "
+            "non-negative integers"
         )
-    rows, width = int(shape[0]), int(shape[1])  # checked integers above
-    if width != N_FEATURES:
-        raise BadRequest(f"{_INPUT} has shape {_show(shape)}, {width} features per row: {expected}")
+    rows, columns = int(tensor_shape[0]), int(tensor_shape[1])  # checked integers above
+    if columns != width:
+        raise BadRequest(
+            f"{_INPUT} has shape {_show(tensor_shape)}, {columns} features per row: {expected}")
     if rows == 0:
         raise BadRequest(
-            f"{_INPUT} has shape {_show(shape)}, an empty batch: send at least one row"
+            f"{_INPUT} has shape {_show(tensor_shape)}, an empty batch: send at least one row"
         )
     if rows > max_rows:
         raise PayloadTooLarge(
@@ -258,50 +263,66 @@ def _check_datatype(datatype: Any) -> str:
     )
 
 
-def _json_input(data: Any, rows: int, datatype: str) -> np.ndarray:
-    """The input tensor from its JSON ``data``, flat or nested. Raises BadRequest."""
-    count = rows * N_FEATURES
+def _json_input(data: Any, rows: int, datatype: str, shape: ModelShape) -> np.ndarray:
+    """The input tensor (rows, F) from its JSON ``data``, flat or nested. Raises BadRequest."""
+    width = shape.n_features
+    count = rows * width
     if type(data) is not list:
         raise BadRequest(
             f'{_INPUT} "data" must be a list of {count} numbers (flat, or nested as the shape), '
             f"got {_json_kind(data)}"
         )
     if count <= _SMALL_VALUES and datatype in ("FP32", "FP64") and len(data) in (rows, count):
-        small = _small_float32(data, rows)
+        small = _small_float32(data, rows, width, shape.impute)
         if small is not None:
             return small
     try:
         array = np.array(data)
     except (ValueError, TypeError):  # ragged nesting, or deeper than numpy's 64 dimensions
         array = None
+    imputing = array is not None and array.dtype.kind == "O" and shape.impute
+    if imputing:
+        # null among the values: check each one, then read null as NaN.
+        problem = _value_problem_in(data, impute=True)
+        if problem is not None:
+            raise problem
+        array = np.array(data, dtype=np.float64)
     if array is None or array.dtype.kind not in "fiu":
-        raise _data_problem(data)
+        raise _data_problem(data, shape)
     if array.size != count:
         raise BadRequest(
-            f'{_INPUT} has {array.size} values in "data" but shape [{rows}, {N_FEATURES}] '
+            f'{_INPUT} has {array.size} values in "data" but shape [{rows}, {width}] '
             f"needs {count}"
         )
-    if _holds_booleans(data, array):
-        raise _data_problem(data)
     flat = array.reshape(-1)
+    if imputing:  # every value checked one by one above
+        if datatype in ("INT32", "INT64"):
+            _check_integers(flat, datatype, width, allow_nan=True)
+        return _to_float32(flat, rows, width)
+    if _holds_booleans(data, array):
+        raise _data_problem(data, shape)
     if datatype in ("INT32", "INT64"):
-        _check_integers(flat, datatype)
+        _check_integers(flat, datatype, width)
     else:
         bad = _first_out_of_float32(flat)
         if bad is not None:
             raise BadRequest(
-                f'{_INPUT} "data" value {bad} (row {bad // N_FEATURES}, column '
-                f"{bad % N_FEATURES}) is {flat[bad].item()!r}: outside the float32 range "
+                f'{_INPUT} "data" value {bad} (row {bad // width}, column '
+                f"{bad % width}) is {flat[bad].item()!r}: outside the float32 range "
                 "(magnitude at most 3.4e38)"
             )
-    return _to_float32(flat, rows)
+    return _to_float32(flat, rows, width)
 
 
-def _check_integers(flat: np.ndarray, datatype: str) -> None:
-    """Check INT32/INT64 data given as JSON: whole numbers within the type. Raises BadRequest."""
+def _check_integers(flat: np.ndarray, datatype: str, width: int,
+                    allow_nan: bool = False) -> None:
+    """Check INT32/INT64 data given as JSON: whole numbers within the type (or NaN, a missing
+    value, with ``allow_nan``). Raises BadRequest."""
     info = np.iinfo(np.int32 if datatype == "INT32" else np.int64)
     if flat.dtype.kind == "f":  # 2.0 is whole; huge JSON integers also arrive as floats
         ok = (flat == np.trunc(flat)) & (flat >= float(info.min)) & (flat < float(info.max) + 1)
+        if allow_nan:
+            ok |= np.isnan(flat)
     elif flat.dtype.kind == "u":  # only if some value exceeds INT64's maximum
         ok = flat <= info.max
     else:
@@ -309,31 +330,42 @@ def _check_integers(flat: np.ndarray, datatype: str) -> None:
     if not ok.all():
         bad = int(np.flatnonzero(~ok)[0])
         raise BadRequest(
-            f'{_INPUT} "data" value {bad} (row {bad // N_FEATURES}, column {bad % N_FEATURES}) '
+            f'{_INPUT} "data" value {bad} (row {bad // width}, column {bad % width}) '
             f"is {flat[bad].item()!r}: {datatype} data must be whole numbers within the "
             f"{datatype} range"
         )
 
 
-def _data_problem(data: list[Any]) -> BadRequest:
-    """The error naming the first bad value of ``data``, or saying that it is ragged."""
+def _value_problem_in(data: list[Any], impute: bool = False) -> BadRequest | None:
+    """The error naming the first bad value of ``data`` (null is fine with ``impute``), or
+    None if every value is a number."""
     stack: list[tuple[Any, str]] = [(data, "data")]
     while stack:  # in document order; a loop, since nesting can be deeper than Python's stack
         value, path = stack.pop()
         if type(value) is list:
             stack.extend((value[i], f"{path}[{i}]") for i in reversed(range(len(value))))
             continue
+        if value is None and impute:
+            continue
         problem = _value_problem(value)
         if problem is not None:
             return BadRequest(f"{_INPUT} {path} {problem}")
-    return BadRequest(
+    return None
+
+
+def _data_problem(data: list[Any], shape: ModelShape) -> BadRequest:
+    """The error naming the first bad value of ``data``, or saying that it is ragged."""
+    width = shape.n_features
+    return _value_problem_in(data, shape.impute) or BadRequest(
         f'{_INPUT} "data" is ragged: nested lists must have equal lengths; send a flat list '
-        f"of N*{N_FEATURES} numbers or nest it as the shape [N, {N_FEATURES}]"
+        f"of N*{width} numbers or nest it as the shape [N, {width}]"
     )
 
 
-def _requested_outputs(outputs: Any, binary_default: bool) -> list[RequestedOutput]:
-    """The outputs to return, in order; both when none are named. Raises BadRequest."""
+def _requested_outputs(outputs: Any, binary_default: bool,
+                       n_classes: int) -> list[RequestedOutput]:
+    """The outputs to return, in order; both when none are named; classification up to
+    ``n_classes``. Raises BadRequest."""
     if outputs is None or outputs == []:
         return [RequestedOutput(name, binary_default) for name in OUTPUT_NAMES]
     if type(outputs) is not list:
@@ -372,15 +404,15 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> list[RequestedOutp
         if type(top_k) is not int:
             raise BadRequest(
                 f'output "{name}" parameters.classification must be an integer from 1 to '
-                f"{N_CLASSES}, got {_json_kind(top_k)}"
+                f"{n_classes}, got {_json_kind(top_k)}"
             )
         if top_k != 0 and name != PROBABILITIES:
             raise BadRequest(
                 f'classification is only available on output "{PROBABILITIES}", not "{name}"'
             )
-        if top_k != 0 and not 1 <= top_k <= N_CLASSES:
+        if top_k != 0 and not 1 <= top_k <= n_classes:
             raise BadRequest(
-                f'output "{name}" parameters.classification must be from 1 to {N_CLASSES} '
+                f'output "{name}" parameters.classification must be from 1 to {n_classes} '
                 f"(the number of classes), got {top_k}"
             )
         requested.append(RequestedOutput(name, binary, top_k))
@@ -413,7 +445,7 @@ def encode_infer(
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 response body for ``request`` and the headers it needs.
 
-    Outputs come in the order requested: ``probabilities`` FP32 [N, 3], ``class`` INT64 [N],
+    Outputs come in the order requested: ``probabilities`` FP32 [N, K], ``class`` INT64 [N],
     or, with classification k, ``probabilities`` as BYTES [N, k]. Binary outputs carry
     ``parameters.binary_data_size`` instead of ``data`` and their raw little-endian bytes follow
     the JSON in output order. The headers always hold ``Content-Type`` (application/json, or
@@ -433,7 +465,7 @@ def encode_infer(
             values = strings
             raw = _serialize_bytes(strings) if output.binary else b""
         elif output.name == PROBABILITIES:
-            datatype, shape = "FP32", [rows, N_CLASSES]
+            datatype, shape = "FP32", [rows, probabilities.shape[1]]
             values = probabilities.reshape(-1)
             raw = values.astype("<f4", copy=False).tobytes() if output.binary else b""
         else:

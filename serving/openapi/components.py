@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelrepo import CLASS, INPUT_NAME, N_CLASSES, N_FEATURES, PLATFORM, PROBABILITIES
+from modelrepo import (CLASS, INPUT_NAME, IRIS_CLASSES, IRIS_FEATURES, MAX_CLASSES, MAX_FEATURES,
+                       PLATFORM, PROBABILITIES)
 from serving.routes.metrics import PROMETHEUS_CONTENT_TYPE
 from serving.codecs import (
     BINARY_CONTENT_TYPE,
@@ -39,6 +40,11 @@ Json = dict[str, Any]
 
 _ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 _FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")  # iris's, as examples
+# Every model has its own shape, F features and K classes (its V2 metadata's ``inputs`` and
+# ``outputs``): the schemas allow any, the examples are Iris's (4 features, 3 classes).
+_SHAPES = (f"Each model has its own number of features F (1 to {MAX_FEATURES}) and classes K "
+           f"(2 to {MAX_CLASSES}), shown by `GET /v2/models/{{name}}`; the examples are "
+           f"iris's, F = {IRIS_FEATURES} and K = {IRIS_CLASSES}.")
 _ACCEPTED = sorted(INPUT_DATATYPES)
 # V2's datatypes, accepted ones first, in the order the protocol lists them otherwise.
 _DATATYPES = _ACCEPTED + sorted(V2_DATATYPES - set(INPUT_DATATYPES))
@@ -56,6 +62,8 @@ def schema(name: str) -> Json:
 
 def schema_components() -> dict[str, Json]:
     number = {"type": "number", "format": "float"}
+    value = {**number, "nullable": True,
+             "description": "A number; null (a missing value) only for a model that imputes."}
     return {
         "Error": {
             "type": "object",
@@ -69,11 +77,13 @@ def schema_components() -> dict[str, Json]:
             "type": "object",
             "description": (
                 "A batch of rows, TF-Serving style. Every row takes the same form: a list of "
-                f"{N_FEATURES} numbers in feature order, or an object keyed exactly by the "
+                "the model's F numbers in feature order, or an object keyed exactly by the "
                 "model's feature names (`feature_names` in its metadata.json; for iris "
                 f"{', '.join(_FEATURES)}). Values must be finite numbers within float32's range; "
-                "strings, null, booleans, NaN and Infinity are refused (400). More rows than "
-                "`SOFTSERVE_MAX_BATCH_ROWS` is a 413."
+                "strings, booleans, NaN and Infinity are refused (400), and so is null unless "
+                "the model imputes missing values (`missing_values: impute` in its "
+                "metadata.json), where null is a missing value. More rows than "
+                f"`SOFTSERVE_MAX_BATCH_ROWS` is a 413. {_SHAPES}"
             ),
             "required": ["instances"],
             "additionalProperties": False,
@@ -88,19 +98,19 @@ def schema_components() -> dict[str, Json]:
         },
         "InstanceRow": {
             "type": "array",
-            "description": f"One row: {N_FEATURES} numbers in the model's feature order.",
-            "minItems": N_FEATURES,
-            "maxItems": N_FEATURES,
-            "items": number,
+            "description": "One row: the model's F numbers in its feature order.",
+            "minItems": 1,
+            "maxItems": MAX_FEATURES,
+            "items": value,
             "example": _ROWS[0],
         },
         "InstanceObject": {
             "type": "object",
             "description": "One row keyed exactly by the model's feature names (no more, no "
                            "fewer).",
-            "minProperties": N_FEATURES,
-            "maxProperties": N_FEATURES,
-            "additionalProperties": number,
+            "minProperties": 1,
+            "maxProperties": MAX_FEATURES,
+            "additionalProperties": value,
             "example": dict(zip(_FEATURES, _ROWS[0])),
         },
         "PredictResponse": {
@@ -122,15 +132,16 @@ def schema_components() -> dict[str, Json]:
             "required": ["class", "label", "probabilities"],
             "additionalProperties": False,
             "properties": {
-                "class": {"type": "integer", "minimum": 0, "maximum": N_CLASSES - 1,
-                          "description": "Index of the most probable class."},
+                "class": {"type": "integer", "minimum": 0, "maximum": MAX_CLASSES - 1,
+                          "description": "Index of the most probable class, 0 to K - 1."},
                 "label": {"type": "string", "description": "That class's label.",
                           "example": "setosa"},
                 "probabilities": {
                     "type": "array",
-                    "description": "Softmax probability of each class, in class order (float32).",
-                    "minItems": N_CLASSES,
-                    "maxItems": N_CLASSES,
+                    "description": "Softmax probability of each of the model's K classes, in "
+                                   "class order (float32).",
+                    "minItems": 2,
+                    "maxItems": MAX_CLASSES,
                     "items": number,
                 },
             },
@@ -265,9 +276,10 @@ def schema_components() -> dict[str, Json]:
             },
             "example": {
                 "name": "iris", "versions": ["1"], "platform": PLATFORM,
-                "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_FEATURES]}],
+                "inputs": [{"name": INPUT_NAME, "datatype": "FP32",
+                            "shape": [-1, IRIS_FEATURES]}],
                 "outputs": [
-                    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, N_CLASSES]},
+                    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, IRIS_CLASSES]},
                     {"name": CLASS, "datatype": "INT64", "shape": [-1]},
                 ],
             },
@@ -369,7 +381,7 @@ def schema_components() -> dict[str, Json]:
             },
             "example": {
                 "id": "42",
-                "inputs": [{"name": INPUT_NAME, "shape": [2, N_FEATURES], "datatype": "FP32",
+                "inputs": [{"name": INPUT_NAME, "shape": [2, IRIS_FEATURES], "datatype": "FP32",
                             "data": [v for row in _ROWS for v in row]}],
             },
         },
@@ -385,13 +397,14 @@ def schema_components() -> dict[str, Json]:
                 "name": {"type": "string", "enum": [INPUT_NAME]},
                 "shape": {
                     "type": "array",
-                    "description": f"[N, {N_FEATURES}]: N rows (1 <= N <= "
-                                   f"SOFTSERVE_MAX_BATCH_ROWS, more is a 413) of {N_FEATURES} "
-                                   "features.",
+                    "description": "[N, F]: N rows (1 <= N <= SOFTSERVE_MAX_BATCH_ROWS, more "
+                                   "is a 413) of the model's F features (for iris, 4). In "
+                                   "`data`, null is a missing value for a model that imputes "
+                                   "(in binary data, NaN); any other model refuses both.",
                     "minItems": 2,
                     "maxItems": 2,
                     "items": {"type": "integer", "minimum": 1},
-                    "example": [1, N_FEATURES],
+                    "example": [1, IRIS_FEATURES],
                 },
                 "datatype": {
                     "type": "string",
@@ -440,11 +453,11 @@ def schema_components() -> dict[str, Json]:
                                            "(default: the request's binary_data_output).",
                         },
                         "classification": {
-                            "type": "integer", "minimum": 0, "maximum": N_CLASSES,
+                            "type": "integer", "minimum": 0, "maximum": MAX_CLASSES,
                             "default": 0,
                             "description": (
                                 f"Classification extension, on `{PROBABILITIES}` only: return "
-                                "the top k classes of each row as BYTES "
+                                "the top k (1 to the model's K) classes of each row as BYTES "
                                 '`"<probability>:<index>:<label>"`, shape [N, k]. 0: the raw '
                                 "tensor."
                             ),
@@ -470,7 +483,7 @@ def schema_components() -> dict[str, Json]:
             "example": {
                 "model_name": "iris", "model_version": "1", "id": "42",
                 "outputs": [
-                    {"name": PROBABILITIES, "datatype": "FP32", "shape": [2, N_CLASSES],
+                    {"name": PROBABILITIES, "datatype": "FP32", "shape": [2, IRIS_CLASSES],
                      "data": [0.99, 0.0098, 4.6e-9, 1.1e-5, 0.12, 0.88]},
                     {"name": CLASS, "datatype": "INT64", "shape": [2], "data": [0, 2]},
                 ],
@@ -479,7 +492,8 @@ def schema_components() -> dict[str, Json]:
         "V2ResponseOutput": {
             "type": "object",
             "description": (
-                f"`{PROBABILITIES}` FP32 [N, {N_CLASSES}], `{CLASS}` INT64 [N], or with "
+                f"`{PROBABILITIES}` FP32 [N, K] (the model's K classes), `{CLASS}` INT64 [N], "
+                "or with "
                 f"classification k `{PROBABILITIES}` BYTES [N, k]. The values are in `data` "
                 "(flat, row-major) or, for a binary output, `parameters.binary_data_size` raw "
                 "little-endian bytes after the JSON part, in output order (BYTES elements each "
@@ -683,9 +697,9 @@ MODEL_NOT_READY = ("model 'iris' has no valid version: version 1: sha256 of mode
 # Per status: what it means, and an answer the server gives (its message, from the code).
 _ERROR_DEFAULTS: dict[int, tuple[str, Any]] = {
     400: ("Bad input; the message says what was wrong and what is expected.",
-          {"error": "instances[0] has 3 values: every row must be a list of 4 numbers "
-                    "(sepal_length, sepal_width, petal_length, petal_width) or an object with "
-                    "those keys"}),
+          {"error": "instances[0] has 3 values: every row must be a list of 4 numbers, the "
+                    "features of model iris (sepal_length, sepal_width, petal_length, "
+                    "petal_width), or an object with those keys"}),
     403: ("The model repository is read-only over HTTP.",
           {"error": "the model repository is read-only over HTTP: publish a version with "
                     "`python -m training` (or retire one with `python -m modelrepo`) and every "
@@ -767,12 +781,12 @@ def infer_body() -> Json:
                 "examples": {
                     "flat": {"summary": "two rows, flat data", "value": {
                         "id": "42",
-                        "inputs": [{"name": INPUT_NAME, "shape": [2, N_FEATURES],
+                        "inputs": [{"name": INPUT_NAME, "shape": [2, IRIS_FEATURES],
                                     "datatype": "FP32",
                                     "data": [v for row in _ROWS for v in row]}],
                     }},
                     "classification": {"summary": "nested data, top-2 classification", "value": {
-                        "inputs": [{"name": INPUT_NAME, "shape": [1, N_FEATURES],
+                        "inputs": [{"name": INPUT_NAME, "shape": [1, IRIS_FEATURES],
                                     "datatype": "FP32", "data": [_ROWS[0]]}],
                         "outputs": [{"name": PROBABILITIES,
                                      "parameters": {"classification": 2}}],
@@ -786,10 +800,12 @@ def infer_body() -> Json:
 
 INFER_BAD = (
     "Bad input: not a UTF-8 JSON object; not exactly one input named "
-    f'"{INPUT_NAME}"; a shape other than [N, {N_FEATURES}]; an unsupported or unknown datatype; '
-    "data that disagrees with the shape or is not finite numbers within float32's range; a bad "
+    f'"{INPUT_NAME}"; a shape other than [N, F] (the model\'s F features); an unsupported or '
+    "unknown datatype; data that disagrees with the shape or is not finite numbers within "
+    "float32's range (null and NaN: unless the model imputes missing values); a bad "
     f"`{HEADER_LENGTH_HEADER}` or binary sizes that disagree with the shape or the body; unknown "
-    f"or repeated outputs; classification other than 1..{N_CLASSES} on `{PROBABILITIES}`; "
+    f"or repeated outputs; classification other than 1..K (the model's classes) on "
+    f"`{PROBABILITIES}`; "
     "shared memory."
 )
 INFER_BAD_EXAMPLE = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelrepo import N_FEATURES
 from serving.codecs import HEADER_LENGTH_HEADER
 from serving.openapi.components import (
     REQUEST_ID_HEADER,
@@ -61,8 +60,10 @@ protocols:
 
 - **Simple JSON and KServe V1 / TF-Serving**: `POST /predict` (the default model) and
   `POST /v1/models/{{name}}:predict` take `{{"instances": [[5.1, 3.5, 1.4, 0.2], ...]}}` (rows as
-  lists of {N_FEATURES} numbers or objects keyed by the model's feature names) and answer the class,
-  label and probabilities of each row.
+  lists of the model's F numbers or objects keyed by its feature names) and answer the class,
+  label and probabilities of each row. Each model has its own shape, F features and K classes
+  (its `inputs` and `outputs` in `GET /v2/models/{{name}}`); models of different shapes are
+  served side by side. The examples are iris's (4 features, 3 classes).
 - **V2 Open Inference Protocol** (KServe V2 / Triton): health, server and model metadata, and
   `POST /v2/models/{{name}}[/versions/{{version}}]/infer` with the **binary tensor data**
   extension (`{HEADER_LENGTH_HEADER}` splits a JSON part from raw little-endian tensors, in

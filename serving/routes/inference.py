@@ -90,7 +90,7 @@ class Inference:
         model = self._resolve(environ, name or self.default_model_name())
         body = read_body(environ, self.config.max_body_bytes)
         started = perf_counter()
-        rows = codecs.decode_instances(body, model.feature_names, self.config.max_batch_rows)
+        rows = codecs.decode_instances(body, model.shape, self.config.max_batch_rows)
         decoded = perf_counter()
         probabilities, classes = model.predict(rows)
         predicted = perf_counter()
@@ -107,7 +107,8 @@ class Inference:
         header_length = codecs.parse_header_length(environ.get(_HEADER_LENGTH_ENVIRON))
         body = read_body(environ, self.config.max_body_bytes)
         started = perf_counter()
-        request = codecs.decode_infer(body, header_length, self.config.max_batch_rows)
+        request = codecs.decode_infer(body, header_length, model.shape,
+                                     self.config.max_batch_rows)
         decoded = perf_counter()
         probabilities, classes = model.predict(request.inputs)
         predicted = perf_counter()

@@ -5,7 +5,10 @@ nested, binary tensor lengths, ``Inference-Header-Content-Length`` values, outpu
 parameters, ids, request headers — mostly close to valid (so they reach deep into the codecs),
 sometimes anything JSON can hold. Each is sent on its own connection. Properties: the answer is
 200, 400, 404 or 413 (never 5xx); a 4xx is JSON ``{"error": text}``; a 200 is a well-formed V2
-answer (JSON, or JSON header + binary outputs whose sizes add up); no worker crashes or hangs.
+answer (JSON, or JSON header + binary outputs whose sizes add up, ``probabilities`` of the
+model's K columns); no worker crashes or hangs. It runs against iris (4 x 3) on the audited
+server, and against models of other shapes — "wine" (13 x 2) and "census" (13 x 3, imputing
+missing values) — on the session's server of many shapes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from hypothesis import strategies as st
 
 from serving.codecs import HEADER_LENGTH_HEADER, V2_DATATYPES
 from tests.reliability.conftest import (Audited, assert_json_error, budget, count_case,
-                                        http_request, raw_exchange)
+                                        http_request, log_problems, raw_exchange, worker_pids)
+from tests.support.models import SHAPES
+from tests.support.server import Server
 
 EXAMPLES = budget(60)
 ACCEPTED = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}
@@ -39,12 +44,18 @@ anything = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                         | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=16)
 datatypes = st.one_of(st.sampled_from(sorted(ACCEPTED)), st.sampled_from(sorted(V2_DATATYPES)),
                       st.sampled_from(["fp32", "FLOAT", "", "STRING"]), anything)
-shapes = st.one_of(
-    st.tuples(st.integers(1, 6), st.just(4)).map(list),
-    st.lists(st.integers(-3, 10**6), max_size=3),
-    st.lists(st.one_of(st.integers(0, 2**64), st.floats(0, 10), st.booleans()), max_size=3),
-    anything,
-)
+
+
+def shapes(width: int) -> st.SearchStrategy[Any]:
+    """Tensor shapes, mostly [N, F] or near it, for a model of F = ``width`` features."""
+    return st.one_of(
+        st.tuples(st.integers(1, 6), st.sampled_from([width, width - 1, width + 1, 4])).map(list),
+        st.lists(st.integers(-3, 10**6), max_size=3),
+        st.lists(st.one_of(st.integers(0, 2**64), st.floats(0, 10), st.booleans()), max_size=3),
+        anything,
+    )
+
+
 classification = st.one_of(st.integers(-2, 5), anything)
 outputs = st.one_of(
     st.none(),
@@ -70,22 +81,24 @@ MUTATIONS = ("shape", "datatype", "name", "data", "value", "binary_size", "binar
 
 
 @st.composite
-def infer_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], list[str]]:
-    """(path, body, headers, mutations): a valid V2 request, then 0-3 mutations of it."""
+def infer_requests(draw: st.DrawFn, model: str = "iris",
+                   width: int = 4) -> tuple[str, bytes, dict[str, str], list[str]]:
+    """(path, body, headers, mutations): a valid V2 request to ``model`` (of ``width``
+    features), then 0-3 mutations of it."""
     binary = draw(st.booleans())
     rows = draw(st.integers(1, 6))
     datatype = draw(st.sampled_from(sorted(ACCEPTED)))
     dtype = np.dtype(ACCEPTED[datatype])
     element = st.integers(-100, 100) if datatype.startswith("INT") else \
         st.floats(-1e6, 1e6, width=32)
-    values = draw(st.lists(element, min_size=rows * 4, max_size=rows * 4))
-    tensor: dict[str, Any] = {"name": "input", "shape": [rows, 4], "datatype": datatype}
+    values = draw(st.lists(element, min_size=rows * width, max_size=rows * width))
+    tensor: dict[str, Any] = {"name": "input", "shape": [rows, width], "datatype": datatype}
     raw = b""
     if binary:
         raw = _packed(values, dtype)
         tensor["parameters"] = {"binary_data_size": len(raw)}
     elif draw(st.booleans()):
-        tensor["data"] = [values[i:i + 4] for i in range(0, rows * 4, 4)]
+        tensor["data"] = [values[i:i + width] for i in range(0, rows * width, width)]
     else:
         tensor["data"] = values
     doc: dict[str, Any] = {"inputs": [tensor]}
@@ -98,7 +111,8 @@ def infer_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], list[st
                 "binary_data": st.booleans()})}), max_size=2, unique_by=lambda o: o["name"]))
     if draw(st.booleans()):
         doc["parameters"] = {"binary_data_output": draw(st.booleans())}
-    path = "/v2/models/iris/infer" if draw(st.booleans()) else "/v2/models/iris/versions/1/infer"
+    path = f"/v2/models/{model}/infer" if draw(st.booleans()) else \
+        f"/v2/models/{model}/versions/1/infer"
     headers: dict[str, str] = {}
     allow_nan = False
     header_length: str | None = None
@@ -106,13 +120,14 @@ def infer_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], list[st
         if draw(st.integers(0, 3)) else []
     for mutation in mutations:
         if mutation == "shape":
-            tensor["shape"] = draw(shapes)
+            tensor["shape"] = draw(shapes(width))
         elif mutation == "datatype":
             tensor["datatype"] = draw(datatypes)
         elif mutation == "name":
             tensor["name"] = draw(st.one_of(st.text(max_size=6), anything))
         elif mutation == "data":
-            tensor["data"] = draw(st.one_of(anything, st.lists(numbers, max_size=rows * 4 + 2)))
+            tensor["data"] = draw(st.one_of(anything,
+                                            st.lists(numbers, max_size=rows * width + 2)))
         elif mutation == "value" and isinstance(tensor.get("data"), list) and tensor["data"]:
             flat = [v for row in tensor["data"] for v in (row if isinstance(row, list) else [row])]
             flat[draw(st.integers(0, len(flat) - 1))] = draw(st.one_of(scalars, anything))
@@ -150,9 +165,9 @@ def infer_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], list[st
             if isinstance(tensor.get("data"), list):
                 tensor["data"] = [float("nan")] + values[1:]
         elif mutation == "path":
-            path = draw(st.sampled_from(["/v2/models/iris/versions/2/infer",
-                                         "/v2/models/nope/infer", "/v2/models/iris/infer/",
-                                         "/v2/models/iris/versions/0/infer"]))
+            path = draw(st.sampled_from([f"/v2/models/{model}/versions/2/infer",
+                                         "/v2/models/nope/infer", f"/v2/models/{model}/infer/",
+                                         f"/v2/models/{model}/versions/0/infer"]))
         elif mutation == "content_type":
             headers["Content-Type"] = draw(st.sampled_from(
                 ["application/json", "application/octet-stream", "text/plain", "", "x/y; q=1"]))
@@ -177,15 +192,19 @@ def infer_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], list[st
 # --- the answer's own consistency ---------------------------------------------------------------
 
 
-def check_success(body: bytes, headers: dict[str, str]) -> None:
-    """A 200 answer is a V2 response; with binary outputs, the sizes add up to the body."""
+def check_success(body: bytes, headers: dict[str, str], model: str = "iris",
+                  classes: int = 3) -> None:
+    """A 200 answer is a V2 response of ``model``; with binary outputs, the sizes add up to the
+    body; raw probabilities have the model's ``classes`` columns."""
     length = headers.get(HEADER_LENGTH_HEADER.lower())
     header = body[: int(length)] if length is not None else body
     doc = json.loads(header)
-    assert doc["model_name"] == "iris" and doc["outputs"], doc
+    assert doc["model_name"] == model and doc["outputs"], doc
     binary = 0
     for output in doc["outputs"]:
         assert output["name"] in ("probabilities", "class"), output
+        if output["datatype"] == "FP32":
+            assert output["shape"][1:] == [classes], output
         size = output.get("parameters", {}).get("binary_data_size")
         if size is not None:
             binary += size
@@ -199,14 +218,29 @@ pytestmark = pytest.mark.usefixtures("same_workers_and_clean_log")
 
 
 def test_v2_inference_bodies(audited: Audited) -> None:
+    fuzz(audited.server, "iris", 4, 3)
+
+
+@pytest.mark.parametrize("model", ["wine", "census"])
+def test_v2_inference_bodies_for_other_shapes(shapes_server: Server, model: str) -> None:
+    before = worker_pids(shapes_server)
+    width, classes, _ = SHAPES[model]
+    fuzz(shapes_server, model, width, classes)
+    assert worker_pids(shapes_server) == before, "a worker crashed or was restarted"
+    assert not log_problems(shapes_server), log_problems(shapes_server)[:5]
+
+
+def fuzz(server: Server, model: str, width: int, classes: int) -> None:
+    """Send the generated requests to ``model`` (F = ``width``, K = ``classes``) on ``server``
+    and check each answer."""
     seen: dict[int, int] = {}
 
     @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
-    @given(request=infer_requests())
+    @given(request=infer_requests(model, width))
     def run(request: tuple[str, bytes, dict[str, str], list[str]]) -> None:
         path, body, headers, mutations = request
-        response = raw_exchange(audited.server.port, http_request("POST", path, body, headers),
+        response = raw_exchange(server.port, http_request("POST", path, body, headers),
                                 timeout=60)
         count_case("v2 hypothesis requests")
         assert response.status is not None, response
@@ -215,11 +249,11 @@ def test_v2_inference_bodies(audited: Audited) -> None:
             assert response.status == 200, (response.status, response.body[:300])
         assert response.status in (200, 400, 404, 413), (response.status, response.body[:300])
         if response.status == 200:
-            check_success(response.body, response.headers)
+            check_success(response.body, response.headers, model, classes)
         else:
             assert_json_error(response.status, response.body, response.headers)
 
     run()
     # The generator must reach both sides of the codecs, not only their first check.
-    print("v2 statuses", seen)
+    print(f"v2 statuses ({model})", seen)
     assert seen.get(200) and seen.get(400), seen

@@ -27,6 +27,7 @@ from serving.codecs import (
     HEADER_LENGTH_HEADER,
     JSON_CONTENT_TYPE,
     InferRequest,
+    ModelShape,
     RequestedOutput,
     classification_strings,
     decode_infer,
@@ -40,6 +41,7 @@ from serving.errors import BadRequest, PayloadTooLarge, SoftserveError
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 LABELS = ["setosa", "versicolor", "virginica"]
 MAX_ROWS = 5
+IRIS = ModelShape("iris", NAMES, len(LABELS))
 X = np.array(
     [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]], dtype=np.float32
 )
@@ -86,29 +88,30 @@ def binary_body(
 
 def test_instances_as_lists_round_trip() -> None:
     body = dumps({"instances": X.tolist()})
-    assert_input_array(decode_instances(body, NAMES, MAX_ROWS), X)
+    assert_input_array(decode_instances(body, IRIS, MAX_ROWS), X)
 
 
 def test_instances_as_objects_round_trip() -> None:
     rows = [dict(zip(reversed(NAMES), reversed(row))) for row in X.tolist()]  # key order free
-    assert_input_array(decode_instances(dumps({"instances": rows}), NAMES, MAX_ROWS), X)
+    assert_input_array(decode_instances(dumps({"instances": rows}), IRIS, MAX_ROWS), X)
 
 
 def test_instances_accept_integers_and_mixed_numbers() -> None:
     body = dumps({"instances": [[5, 3.5, 1, 0.2]]})
-    assert_input_array(decode_instances(body, NAMES, MAX_ROWS), np.array([[5, 3.5, 1, 0.2]]))
+    assert_input_array(decode_instances(body, IRIS, MAX_ROWS), np.array([[5, 3.5, 1, 0.2]]))
 
 
 def test_instances_exactly_max_rows() -> None:
     rows = np.tile(X[:1], (MAX_ROWS, 1))
-    assert_input_array(decode_instances(dumps({"instances": rows.tolist()}), NAMES, MAX_ROWS), rows)
+    assert_input_array(decode_instances(dumps({"instances": rows.tolist()}), IRIS, MAX_ROWS), rows)
 
 
 def test_instances_with_true_in_a_key_still_decode() -> None:
     # "true" in the text triggers the exact boolean check; it must not reject good rows.
     names = ["true_length", "false_width", "c", "d"]
     rows = [dict(zip(names, row)) for row in X.tolist()]
-    assert_input_array(decode_instances(dumps({"instances": rows}), names, MAX_ROWS), X)
+    shape = ModelShape("m", names, 3)
+    assert_input_array(decode_instances(dumps({"instances": rows}), shape, MAX_ROWS), X)
 
 
 def batch(dense: bool, rows: int = 20) -> np.ndarray:
@@ -129,7 +132,7 @@ DENSITY = pytest.mark.parametrize("dense", [False, True], ids=["few 0 and 1", "a
 def test_instances_zeros_and_ones_are_not_booleans(dense: bool) -> None:
     values = batch(dense)
     body = dumps({"instances": values.tolist()})
-    assert_input_array(decode_instances(body, NAMES, 1000), values)
+    assert_input_array(decode_instances(body, IRIS, 1000), values)
 
 
 @DENSITY
@@ -139,7 +142,7 @@ def test_instances_boolean_hidden_among_zeros_and_ones(dense: bool, keyed: bool)
     values[-1][2] = False
     instances: list[Any] = [dict(zip(NAMES, row)) for row in values] if keyed else values
     with pytest.raises(BadRequest) as info:
-        decode_instances(dumps({"instances": instances}), NAMES, 1000)
+        decode_instances(dumps({"instances": instances}), IRIS, 1000)
     last = len(values) - 1
     where = f'instances[{last}]["petal_length"]' if keyed else f"instances[{last}][2]"
     assert f"{where} is a boolean (false): expected a number" in info.value.message
@@ -154,23 +157,24 @@ def test_infer_boolean_hidden_among_zeros_and_ones(dense: bool, nested: bool) ->
     values[-1][3] = True
     data: list[Any] = values if nested else [v for row in values for v in row]
     with pytest.raises(BadRequest) as info:
-        decode_infer(v2_body(data, shape=(rows, 4)), None, 1000)
+        decode_infer(v2_body(data, shape=(rows, 4)), None, IRIS, 1000)
     where = f"data[{rows - 1}][3]" if nested else f"data[{rows * 4 - 1}]"
     assert f'input "input" {where} is a boolean (true)' in info.value.message
     payload = clean.tolist() if nested else clean.ravel().tolist()
-    assert_input_array(decode_infer(v2_body(payload, shape=(rows, 4)), None, 1000).inputs, clean)
+    decoded = decode_infer(v2_body(payload, shape=(rows, 4)), None, IRIS, 1000)
+    assert_input_array(decoded.inputs, clean)
 
 
 def test_instances_huge_integer_within_float32_accepted() -> None:
     # 10**30 is beyond int64 (orjson reads it as a double) but a perfectly good float32.
     body = b'{"instances": [[1' + b"0" * 30 + b', 2, 3, 4]]}'
-    decoded = decode_instances(body, NAMES, MAX_ROWS)
+    decoded = decode_instances(body, IRIS, MAX_ROWS)
     assert decoded[0, 0] == np.float32(1e30)
 
 
 def test_instances_at_float32_limit_accepted() -> None:
     body = dumps({"instances": [[FLOAT32_MAX, -FLOAT32_MAX, 0, 1]]})
-    decoded = decode_instances(body, NAMES, MAX_ROWS)
+    decoded = decode_instances(body, IRIS, MAX_ROWS)
     assert np.isfinite(decoded).all()
 
 
@@ -300,7 +304,7 @@ def test_bad_instances(
     body: bytes, error: type[SoftserveError], status: int, fragments: list[str]
 ) -> None:
     with pytest.raises(error) as info:
-        decode_instances(body, NAMES, MAX_ROWS)
+        decode_instances(body, IRIS, MAX_ROWS)
     assert_refused(info.value, error, status, fragments)
 
 
@@ -308,20 +312,20 @@ def test_bad_instances(
 
 
 def test_infer_flat_json() -> None:
-    request = decode_infer(v2_body(id="req-7"), None, MAX_ROWS)
+    request = decode_infer(v2_body(id="req-7"), None, IRIS, MAX_ROWS)
     assert_input_array(request.inputs, X)
     assert request.id == "req-7"
     assert request.outputs == [RequestedOutput("probabilities"), RequestedOutput("class")]
 
 
 def test_infer_nested_json() -> None:
-    request = decode_infer(v2_body(X.tolist()), None, MAX_ROWS)
+    request = decode_infer(v2_body(X.tolist()), None, IRIS, MAX_ROWS)
     assert_input_array(request.inputs, X)
     assert request.id is None
 
 
 def test_infer_single_row() -> None:
-    request = decode_infer(v2_body(X[0].tolist(), shape=(1, 4)), None, MAX_ROWS)
+    request = decode_infer(v2_body(X[0].tolist(), shape=(1, 4)), None, IRIS, MAX_ROWS)
     assert_input_array(request.inputs, X[:1])
 
 
@@ -337,16 +341,16 @@ def test_infer_single_row() -> None:
     ],
 )
 def test_infer_json_datatypes_convert_to_float32(datatype: str, values: np.ndarray) -> None:
-    request = decode_infer(v2_body(values.tolist(), datatype=datatype), None, MAX_ROWS)
+    request = decode_infer(v2_body(values.tolist(), datatype=datatype), None, IRIS, MAX_ROWS)
     assert_input_array(request.inputs, values)
 
 
 def test_infer_integer_limits_accepted() -> None:
     data = [2**31 - 1, -(2**31), 0, 1]
-    decoded = decode_infer(v2_body(data, shape=(1, 4), datatype="INT32"), None, MAX_ROWS)
+    decoded = decode_infer(v2_body(data, shape=(1, 4), datatype="INT32"), None, IRIS, MAX_ROWS)
     np.testing.assert_array_equal(decoded.inputs, np.array([data], dtype=np.float32))
     data = [2**63 - 1, -(2**63), 0, 1]
-    decoded = decode_infer(v2_body(data, shape=(1, 4), datatype="INT64"), None, MAX_ROWS)
+    decoded = decode_infer(v2_body(data, shape=(1, 4), datatype="INT64"), None, IRIS, MAX_ROWS)
     np.testing.assert_array_equal(decoded.inputs, np.array([data], dtype=np.float32))
 
 
@@ -365,7 +369,7 @@ ACCEPTED_INPUTS = [
 def test_infer_binary_inputs(datatype: str, values: np.ndarray, padding: int) -> None:
     # Padding the JSON header moves the binary data to any alignment.
     body, header_length = binary_body(values.tobytes(), datatype=datatype, id="x" * padding)
-    request = decode_infer(body, header_length, MAX_ROWS)
+    request = decode_infer(body, header_length, IRIS, MAX_ROWS)
     assert_input_array(request.inputs, values)
     assert request.id == "x" * padding
 
@@ -377,7 +381,7 @@ def test_infer_binary_fp32_aligned_is_a_view_of_the_body() -> None:
         padding += 1
     body, header_length = binary_body(X.tobytes(), id="x" * padding)
     assert header_length == length
-    request = decode_infer(body, header_length, MAX_ROWS)
+    request = decode_infer(body, header_length, IRIS, MAX_ROWS)
     assert_input_array(request.inputs, X)
     assert np.shares_memory(request.inputs, np.frombuffer(body, np.uint8))
     assert not request.inputs.flags.writeable
@@ -385,12 +389,12 @@ def test_infer_binary_fp32_aligned_is_a_view_of_the_body() -> None:
 
 def test_infer_header_length_equal_to_body_with_json_data() -> None:
     body = v2_body()
-    request = decode_infer(body, len(body), MAX_ROWS)
+    request = decode_infer(body, len(body), IRIS, MAX_ROWS)
     assert_input_array(request.inputs, X)
 
 
 def test_infer_outputs_default_binary_when_asked() -> None:
-    request = decode_infer(v2_body(parameters={"binary_data_output": True}), None, MAX_ROWS)
+    request = decode_infer(v2_body(parameters={"binary_data_output": True}), None, IRIS, MAX_ROWS)
     assert request.outputs == [
         RequestedOutput("probabilities", binary=True),
         RequestedOutput("class", binary=True),
@@ -403,7 +407,7 @@ def test_infer_outputs_as_requested() -> None:
         {"name": "probabilities", "parameters": {"binary_data": True, "classification": 2}},
     ]
     request = decode_infer(
-        v2_body(outputs=outputs, parameters={"binary_data_output": False}), None, MAX_ROWS
+        v2_body(outputs=outputs, parameters={"binary_data_output": False}), None, IRIS, MAX_ROWS
     )
     assert request.outputs == [
         RequestedOutput("class", binary=False),
@@ -414,7 +418,7 @@ def test_infer_outputs_as_requested() -> None:
 def test_infer_output_binary_data_overrides_request_default() -> None:
     outputs = [{"name": "class", "parameters": {"binary_data": False}}]
     request = decode_infer(
-        v2_body(outputs=outputs, parameters={"binary_data_output": True}), None, MAX_ROWS
+        v2_body(outputs=outputs, parameters={"binary_data_output": True}), None, IRIS, MAX_ROWS
     )
     assert request.outputs == [RequestedOutput("class", binary=False)]
 
@@ -426,12 +430,13 @@ def test_infer_true_outside_data_keeps_numbers() -> None:
         parameters={"binary_data_output": True, "custom": [True, {"x": False}]},
         outputs=[{"name": "class", "parameters": {"binary_data": False}}],
     )
-    assert_input_array(decode_infer(body, None, MAX_ROWS).inputs, X)
+    assert_input_array(decode_infer(body, None, IRIS, MAX_ROWS).inputs, X)
 
 
 def test_infer_exactly_max_rows() -> None:
     rows = np.tile(X[:1], (MAX_ROWS, 1))
-    request = decode_infer(v2_body(rows.ravel().tolist(), shape=(MAX_ROWS, 4)), None, MAX_ROWS)
+    request = decode_infer(v2_body(rows.ravel().tolist(), shape=(MAX_ROWS, 4)), None, IRIS,
+                           MAX_ROWS)
     assert_input_array(request.inputs, rows)
 
 
@@ -498,7 +503,8 @@ BAD_INFER: list[tuple[str, bytes, int | None, type[SoftserveError], int, list[st
     ("binary_data_output not bool", dumps({"parameters": {"binary_data_output": 1}}), None,
      BadRequest, 400, ['"binary_data_output" must be true or false']),
     ("shape missing", infer_with(shape=...), None, BadRequest, 400,
-     ['input "input" has no "shape": expected [N, 4] with 1 <= N <= 5, such as "shape": [1, 4]']),
+     ['input "input" has no "shape": expected [N, 4] with 1 <= N <= 5 (model iris has 4 '
+      'features: sepal_length, sepal_width, petal_length, petal_width), such as "shape": [1, 4]']),
     ("shape null", infer_with(shape=None), None, BadRequest, 400,
      ["has shape null", "expected [N, 4]"]),
     ("shape rank 1", infer_with(shape=[4]), None, BadRequest, 400,
@@ -725,7 +731,7 @@ def test_bad_infer(
     fragments: list[str],
 ) -> None:
     with pytest.raises(error) as info:
-        decode_infer(body, header_length, MAX_ROWS)
+        decode_infer(body, header_length, IRIS, MAX_ROWS)
     assert_refused(info.value, error, status, fragments)
 
 
@@ -883,7 +889,7 @@ def test_encode_infer_classification_binary() -> None:
 
 def test_v2_round_trip_through_decode_and_encode() -> None:
     body, length = binary_body(X.tobytes(), parameters={"binary_data_output": True}, id="rt")
-    request = decode_infer(body, length, MAX_ROWS)
+    request = decode_infer(body, length, IRIS, MAX_ROWS)
     response, headers = encode_infer("iris", "9", request, PROBABILITIES, CLASSES, LABELS)
     header, raw = split_response(response, headers)
     assert header["id"] == "rt"
@@ -912,7 +918,7 @@ def test_tritonclient_request_decodes(datatype: str, values: np.ndarray, binary:
         [triton_input(values, datatype, binary)], outputs=outputs, request_id="tc-1"
     )
     assert (header_length is not None) == binary
-    request = decode_infer(body, header_length, MAX_ROWS)
+    request = decode_infer(body, header_length, IRIS, MAX_ROWS)
     assert_input_array(request.inputs, values)
     assert request.id == "tc-1"
     assert request.outputs == [
@@ -930,7 +936,7 @@ def test_tritonclient_parses_responses(binary: bool) -> None:
     body, header_length = triton.InferenceServerClient.generate_request_body(
         [triton_input(X, "FP32", binary)], outputs=outputs, request_id="tc-2"
     )
-    request = decode_infer(body, header_length, MAX_ROWS)
+    request = decode_infer(body, header_length, IRIS, MAX_ROWS)
     response, headers = encode_infer("iris", "4", request, PROBABILITIES, CLASSES, LABELS)
     assert (HEADER_LENGTH_HEADER in headers) == binary
     result = triton.InferenceServerClient.parse_response_body(
@@ -954,7 +960,7 @@ def test_tritonclient_default_outputs_are_binary() -> None:
     body, header_length = triton.InferenceServerClient.generate_request_body(
         [triton_input(X, "FP32", True)]
     )
-    request = decode_infer(body, header_length, MAX_ROWS)
+    request = decode_infer(body, header_length, IRIS, MAX_ROWS)
     assert all(output.binary for output in request.outputs)
     response, headers = encode_infer("iris", "1", request, PROBABILITIES, CLASSES, LABELS)
     result = triton.InferenceServerClient.parse_response_body(
@@ -973,7 +979,7 @@ def test_tritonclient_parses_classification(binary: bool) -> None:
     body, header_length = triton.InferenceServerClient.generate_request_body(
         [triton_input(X, "FP32", False)], outputs=outputs
     )
-    request = decode_infer(body, header_length, MAX_ROWS)
+    request = decode_infer(body, header_length, IRIS, MAX_ROWS)
     response, headers = encode_infer("iris", "1", request, PROBABILITIES, CLASSES, LABELS)
     result = triton.InferenceServerClient.parse_response_body(
         response, verbose=False, header_length=int(headers[HEADER_LENGTH_HEADER])
@@ -1002,22 +1008,218 @@ def test_tritonclient_parses_classification(binary: bool) -> None:
 def test_small_batches_are_refused_like_large_ones(data) -> None:
     body = orjson.dumps({"instances": data})
     with pytest.raises(BadRequest):
-        decode_instances(body, NAMES, 100)
+        decode_instances(body, IRIS, 100)
     with pytest.raises(BadRequest):
-        decode_instances(orjson.dumps({"instances": data * 20}), NAMES, 100)
+        decode_instances(orjson.dumps({"instances": data * 20}), IRIS, 100)
     v2 = orjson.dumps({"inputs": [{"name": "input", "shape": [len(data), 4],
                                    "datatype": "FP32", "data": data}]})
     with pytest.raises(BadRequest):
-        decode_infer(v2, None, 100)
+        decode_infer(v2, None, IRIS, 100)
 
 
 def test_small_and_large_batches_decode_to_the_same_values() -> None:
     rng = np.random.default_rng(0)
     rows = rng.uniform(-1e3, 1e3, (40, 4)).tolist()
-    small = decode_instances(orjson.dumps({"instances": rows[:3]}), NAMES, 100)
-    large = decode_instances(orjson.dumps({"instances": rows}), NAMES, 100)
+    small = decode_instances(orjson.dumps({"instances": rows[:3]}), IRIS, 100)
+    large = decode_instances(orjson.dumps({"instances": rows}), IRIS, 100)
     assert small.dtype == np.float32 and small.flags.c_contiguous and small.shape == (3, 4)
     np.testing.assert_array_equal(small, large[:3])
+
+
+# ---------------------------------------------------- models of other shapes: F features, K classes
+
+WINE = ModelShape("wine", [f"f{i}" for i in range(13)], 2)  # the non-Iris battery's model
+CENSUS = ModelShape("census", [f"f{i}" for i in range(13)], 3, impute=True)
+WINE_ROW = [float(i) / 2 for i in range(13)]
+
+
+def wine_v2(data: Any = None, *, shape: Any = (1, 13), **extra: Any) -> bytes:
+    tensor = {"name": "input", "shape": list(shape), "datatype": "FP32",
+              "data": WINE_ROW if data is None else data}
+    return dumps({"inputs": [tensor], **extra})
+
+
+def wine_binary(values: np.ndarray, *, shape: Any = None) -> tuple[bytes, int]:
+    raw = np.ascontiguousarray(values, "<f4").tobytes()
+    return binary_body(raw, shape=values.shape if shape is None else shape)
+
+
+WINE_EXPECTED = ("list of 13 numbers, the features of model wine "
+                 "(f0, f1, f2, f3, …, f12), or an object with those keys")
+BAD_WINE_INSTANCES: list[tuple[str, bytes, list[str]]] = [
+    ("row of F-1", dumps({"instances": [WINE_ROW[:12]]}),
+     ["instances[0] has 12 values", WINE_EXPECTED]),
+    ("row of F+1", dumps({"instances": [WINE_ROW, [*WINE_ROW, 1.0]]}),
+     ["instances[1] has 14 values", WINE_EXPECTED]),
+    ("iris row", dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}), ["has 4 values", WINE_EXPECTED]),
+    ("iris keys", dumps({"instances": [dict(zip(NAMES, [5.1, 3.5, 1.4, 0.2]))]}),
+     ["instances[0] lacks", "has unknown keys", "(the 13 features of model wine)"]),
+    ("keys but one", dumps({"instances": [dict(zip(WINE.feature_names[1:], WINE_ROW))]}),
+     ['instances[0] lacks ["f0"]']),
+    ("null without imputation", dumps({"instances": [[*WINE_ROW[:5], None, *WINE_ROW[6:]]]}),
+     ["instances[0][5] is null", "does not accept missing values"]),
+    ("null in an object", dumps({"instances": [{**dict(zip(WINE.feature_names, WINE_ROW)),
+                                                 "f12": None}]}),
+     ['instances[0]["f12"] is null', "does not accept missing values"]),
+    ("not an object", b"[1]", ['such as {"instances": [[5.1, 3.5, 1.4, … (13 numbers)]]}']),
+    ("many rows, one short", dumps({"instances": [WINE_ROW] * 9 + [WINE_ROW[:12]]}),
+     ["instances[9] has 12 values"]),
+    ("many rows, a string", dumps({"instances": [WINE_ROW] * 9 + [[*WINE_ROW[:12], "1"]]}),
+     ['instances[9][12] is the string "1"']),
+]
+
+
+@pytest.mark.parametrize(("body", "fragments"), [case[1:] for case in BAD_WINE_INSTANCES],
+                         ids=[case[0] for case in BAD_WINE_INSTANCES])
+def test_bad_instances_for_another_shape(body: bytes, fragments: list[str]) -> None:
+    with pytest.raises(BadRequest) as info:
+        decode_instances(body, WINE, MAX_ROWS * 2)
+    assert_refused(info.value, BadRequest, 400, fragments)
+
+
+def _bad_wine_infer() -> list[tuple[str, bytes, int | None, list[str]]]:
+    nan_row = np.array([WINE_ROW], np.float32)
+    nan_row[0, 12] = np.nan
+    return [
+        ("shape of F-1", wine_v2(WINE_ROW[:12], shape=(1, 12)), None,
+         ["12 features per row", "expected [N, 13] with 1 <= N <= 5 (model wine has 13 "
+          "features: f0, f1, f2, f3, …, f12)"]),
+        ("shape of F+1", wine_v2([*WINE_ROW, 1], shape=(1, 14)), None, ["14 features per row"]),
+        ("iris shape", wine_v2([5.1, 3.5, 1.4, 0.2], shape=(1, 4)), None,
+         ["4 features per row", "expected [N, 13]"]),
+        ("data of F-1", wine_v2(WINE_ROW[:12]), None,
+         ['has 12 values in "data" but shape [1, 13] needs 13']),
+        ("inputs empty", dumps({"inputs": []}), None,
+         ['one input tensor named "input", FP32, shape [N, 13], such as {"inputs": [{"name": '
+          '"input", "shape": [1, 13], "datatype": "FP32", "data": [5.1, 3.5, 1.4, … (13 '
+          'numbers)]}]}']),
+        ("null without imputation", wine_v2([None, *WINE_ROW[1:]]), None,
+         ["data[0] is null", "does not accept missing values"]),
+        ("classification above K", wine_v2(outputs=[
+            {"name": "probabilities", "parameters": {"classification": 3}}]), None,
+         ["classification must be from 1 to 2 (the number of classes), got 3"]),
+        ("ragged", wine_v2([WINE_ROW, WINE_ROW[:3]], shape=(2, 13)), None,
+         ["ragged", "N*13 numbers", "[N, 13]"]),
+        ("value 1e39 in row 1", wine_v2([*WINE_ROW, *WINE_ROW[:12], 1e39], shape=(2, 13)), None,
+         ['"data" value 25 (row 1, column 12) is 1e+39']),
+        ("binary NaN without imputation", *wine_binary(nan_row),
+         ["binary value 12 (row 0, column 12)", "this model does not accept missing values"]),
+        ("binary of F-1", *wine_binary(nan_row[:, :12], shape=(1, 13)),
+         ["binary_data_size 48 but shape [1, 13] of FP32 takes 52 bytes"]),
+    ]
+
+
+BAD_WINE_INFER = _bad_wine_infer()
+
+
+@pytest.mark.parametrize(("body", "header_length", "fragments"),
+                         [case[1:] for case in BAD_WINE_INFER],
+                         ids=[case[0] for case in BAD_WINE_INFER])
+def test_bad_infer_for_another_shape(body: bytes, header_length: int | None,
+                                     fragments: list[str]) -> None:
+    with pytest.raises(BadRequest) as info:
+        decode_infer(body, header_length, WINE, MAX_ROWS)
+    assert_refused(info.value, BadRequest, 400, fragments)
+
+
+@pytest.mark.parametrize("n_features", [1, 4, 13, 64, 784])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_every_form_decodes_for_any_width(n_features: int, rows: int) -> None:
+    names = [f"x{i}" for i in range(n_features)]
+    shape = ModelShape("m", names, 2)
+    x = np.random.default_rng(n_features).uniform(-5, 5, (rows, n_features)).astype(np.float32)
+    objects = [dict(zip(names, row)) for row in x.tolist()]
+    assert_input_array(decode_instances(dumps({"instances": x.tolist()}), shape, 10), x)
+    assert_input_array(decode_instances(dumps({"instances": objects}), shape, 10), x)
+    for data in (x.ravel().tolist(), x.tolist()):
+        body = dumps({"inputs": [{"name": "input", "shape": [rows, n_features],
+                                  "datatype": "FP32", "data": data}]})
+        assert_input_array(decode_infer(body, None, shape, 10).inputs, x)
+    body, length = binary_body(x.tobytes(), shape=x.shape)
+    assert_input_array(decode_infer(body, length, shape, 10).inputs, x)
+
+
+def _with_missing(rows: int) -> np.ndarray:
+    x = np.tile(np.array([WINE_ROW], np.float32), (rows, 1))
+    x[0, 0] = x[-1, 12] = np.nan
+    return x
+
+
+def _nulls(x: np.ndarray) -> list[list[Any]]:
+    return [[None if v != v else v for v in row] for row in x.tolist()]
+
+
+def assert_same_with_nan(array: np.ndarray, expected: np.ndarray) -> None:
+    assert array.dtype == np.float32 and array.flags.c_contiguous
+    np.testing.assert_array_equal(array, expected)  # NaN in the same places
+
+
+@pytest.mark.parametrize("rows", [1, 2, 10], ids=["1 row", "2 rows", "10 rows (numpy path)"])
+def test_a_model_that_imputes_takes_null_and_nan(rows: int) -> None:
+    x = _with_missing(rows)
+    instances = _nulls(x)
+    assert_same_with_nan(decode_instances(dumps({"instances": instances}), CENSUS, 10), x)
+    objects = [dict(zip(CENSUS.feature_names, row)) for row in instances]
+    assert_same_with_nan(decode_instances(dumps({"instances": objects}), CENSUS, 10), x)
+    for data in (instances, [v for row in instances for v in row]):
+        for datatype in ("FP32", "FP64"):
+            body = dumps({"inputs": [{"name": "input", "shape": [rows, 13],
+                                      "datatype": datatype, "data": data}]})
+            assert_same_with_nan(decode_infer(body, None, CENSUS, 10).inputs, x)
+    body, length = wine_binary(x)
+    assert_same_with_nan(decode_infer(body, length, CENSUS, 10).inputs, x)
+    all_missing = [[None] * 13]
+    assert np.isnan(decode_instances(dumps({"instances": all_missing}), CENSUS, 10)).all()
+
+
+@pytest.mark.parametrize(("body", "header_length", "fragments"), [
+    (dumps({"instances": [[*[None] * 12, "1"]]}), None, ['instances[0][12] is the string "1"']),
+    (dumps({"instances": [[*[None] * 12, True]]}), None, ["instances[0][12] is a boolean"]),
+    (dumps({"instances": [[None] * 12]}), None, ["instances[0] has 12 values"]),
+    (dumps({"instances": [[*[None] * 12, 1e39]]}), None, ["instances[0][12] is 1e+39"]),
+    (wine_v2([*[None] * 12, [1]]), None, ['"data" is ragged']),
+    (wine_v2([*[None] * 12, False]), None, ["data[12] is a boolean"]),
+    (wine_v2([None] * 12), None, ['has 12 values in "data" but shape [1, 13] needs 13']),
+    (dumps({"inputs": [{"name": "input", "shape": [1, 13], "datatype": "INT32",
+                        "data": [*[None] * 12, 2.5]}]}), None,
+     ["INT32 data must be whole numbers"]),
+    (*wine_binary(np.array([[np.inf, *[np.nan] * 12]], np.float32)), ["binary value 0", "inf"]),
+], ids=["string", "boolean", "short row", "1e39", "nested", "V2 boolean", "V2 short",
+        "V2 INT32 fraction", "binary inf"])
+def test_a_model_that_imputes_still_refuses_what_is_not_missing(
+        body: bytes, header_length: int | None, fragments: list[str]) -> None:
+    with pytest.raises(BadRequest) as info:
+        if body.startswith(b'{"instances"'):
+            decode_instances(body, CENSUS, 10)
+        else:
+            decode_infer(body, header_length, CENSUS, 10)
+    assert_refused(info.value, BadRequest, 400, fragments)
+
+
+def test_a_model_that_imputes_decodes_int_data_with_null() -> None:
+    body = dumps({"inputs": [{"name": "input", "shape": [1, 13], "datatype": "INT32",
+                              "data": [None, *range(12)]}]})
+    decoded = decode_infer(body, None, CENSUS, 10).inputs
+    assert np.isnan(decoded[0, 0]) and decoded[0, 1:].tolist() == list(range(12))
+
+
+def test_classification_bounds_follow_the_model() -> None:
+    many = ModelShape("m", ["a"], 100)
+    outputs = [{"name": "probabilities", "parameters": {"classification": 100}}]
+    body = dumps({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32",
+                              "data": [1]}], "outputs": outputs})
+    assert decode_infer(body, None, many, 10).outputs == [
+        RequestedOutput("probabilities", classification=100)]
+    with pytest.raises(BadRequest, match="from 1 to 2"):
+        decode_infer(body, None, ModelShape("m", ["a"], 2), 10)
+
+
+def test_encode_infer_gives_k_columns() -> None:
+    probabilities = np.full((2, 10), 0.1, np.float32)
+    request = InferRequest(None, np.zeros((2, 5), np.float32), [RequestedOutput("probabilities")])
+    body, _ = encode_infer("m", "1", request, probabilities, np.zeros(2, np.int64),
+                           [f"c{k}" for k in range(10)])
+    assert orjson.loads(body)["outputs"][0]["shape"] == [2, 10]
 
 
 # --------------------------------------------------------------- the package's one-way layers

@@ -501,7 +501,74 @@ def test_chunked_body_over_the_limit_is_refused(limited: Server, session: ort.In
     assert_serves_good_requests(limited.port, session)
 
 
-def test_logs_are_clean(server: Server, limited: Server) -> None:
+# ---- the same battery's relevant part against a model of another shape: "wine", 13 x 2
+
+WINE = "/v2/models/wine/infer"
+WINE_ROW = [0.5] * 13
+
+
+def _wine_cases() -> Iterator[Any]:
+    def case(id: str, path: str, body: bytes, *words: str,
+             headers: dict[str, str] | None = None) -> Any:
+        return pytest.param(path, body, headers or {}, list(words), id=id)
+
+    def rows(*rows: Any) -> bytes:
+        return json.dumps({"instances": list(rows)}).encode()
+
+    for path in ("/predict", "/v1/models/wine:predict"):
+        p = "simple" if path == "/predict" else "v1"
+        yield case(f"{p}-row-of-F-1", path, rows(WINE_ROW[:12]), "instances[0] has 12 values",
+                   "list of 13 numbers, the features of model wine")
+        yield case(f"{p}-row-of-F+1", path, rows(WINE_ROW, [*WINE_ROW, 1]),
+                   "instances[1] has 14 values", "13 numbers")
+        yield case(f"{p}-iris-row", path, json.dumps(GOOD_INSTANCES).encode(),
+                   "instances[0] has 4 values", "13 numbers", "model wine")
+        yield case(f"{p}-iris-keys", path, rows(dict(zip(
+            ["sepal_length", "sepal_width", "petal_length", "petal_width"], ROW))),
+            "lacks", "unknown keys", "sepal_length", "13 features of model wine")
+        yield case(f"{p}-null-without-imputation", path, rows([*WINE_ROW[:12], None]),
+                   "instances[0][12] is null", "does not accept missing values")
+        yield case(f"{p}-not-json", path, b"rows please", "not valid UTF-8 JSON",
+                   '{"instances": [[5.1, 3.5, 1.4, … (13 numbers)]]}')
+    yield case("v2-iris-shape", WINE, v2(), "4 features per row", "expected [N, 13]",
+               "model wine has 13 features")
+    yield case("v2-shape-F+1", WINE, v2([*WINE_ROW, 1], shape=(1, 14)), "14 features per row")
+    yield case("v2-data-F-1", WINE, v2(WINE_ROW[:12], shape=(1, 13)),
+               '12 values in "data"', "needs 13")
+    yield case("v2-null-without-imputation", WINE, v2([None, *WINE_ROW[1:]], shape=(1, 13)),
+               "data[0] is null", "does not accept missing values")
+    yield case("v2-classification-above-K", WINE, v2(WINE_ROW, shape=(1, 13), outputs=[
+        {"name": "probabilities", "parameters": {"classification": 3}}]), "from 1 to 2")
+    yield case("v2-label-not-the-models", WINE, v2(WINE_ROW, shape=(1, 13), outputs=[
+        {"name": "setosa"}]), "unknown output")
+    nan_row = np.array(WINE_ROW, "<f4")
+    nan_row[3] = np.nan
+    body, headers = v2_binary(nan_row.tobytes(), shape=(1, 13))
+    yield case("v2-binary-NaN-without-imputation", WINE, body, "binary value 3",
+               "does not accept missing values", headers=headers)
+    body, headers = v2_binary(FP32_ROW, shape=(1, 13))
+    yield case("v2-binary-iris-row", WINE, body, "binary_data_size 16",
+               "shape [1, 13] of FP32 takes 52 bytes", headers=headers)
+
+
+WINE_CASES = list(_wine_cases())
+
+
+@pytest.mark.parametrize("path, body, headers, words", WINE_CASES)
+def test_bad_request_for_another_shape_is_answered_as_json(
+        shapes_server: Server, path: str, body: bytes, headers: dict[str, str],
+        words: list[str]) -> None:
+    reply = send(shapes_server.port, "POST", path, body, headers)
+    message = error_message(reply)
+    assert reply.status == 400, reply.body
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    good = send(shapes_server.port, "POST", WINE, v2(WINE_ROW, shape=(1, 13)))
+    assert good.status == 200 and json.loads(good.body)["outputs"][0]["shape"] == [1, 2]
+
+
+def test_logs_are_clean(server: Server, limited: Server, shapes_server: Server) -> None:
     """Runs last in this module: nothing above produced a traceback, a 500 or a worker restart."""
     assert_clean_log(server, workers=2)
     assert_clean_log(limited, workers=1)
+    assert_clean_log(shapes_server, workers=1)
