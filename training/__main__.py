@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelrepo import (DEFAULT_MODEL_ENV, REPOSITORY_ENV, RepositoryError, check_model_name,
-                       default_repository, model_names, predict_model, version_dirs)
+from modelrepo import (DEFAULT_MODEL_ENV, REPOSITORY_ENV, BrokenVersion, RepositoryError,
+                       check_model_name, default_repository, model_names, predict_model,
+                       version_dirs)
 from training.data import (CLASS_WEIGHTS, DEFAULT_BATCH_SIZE, FULL_BATCH_ROWS, IMPUTE_STRATEGIES,
                            MAX_CLASSES, MAX_FEATURES, MIN_ROWS_PER_CLASS, DataError, column_list,
                            delimiter_from_option, load)
@@ -315,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                else " — passed"))
     figures = (f"parity: max |p_torch - p_onnx| {parity['max_abs_diff']:.3g} "
                f"(data {parity['rows']['data']['max_abs_diff']:.3g}, "
-               f"±1e3 rows {parity['rows']['random_pm1e3']['max_abs_diff']:.3g}, "
-               f"rows over the data's range "
+               + (f"±1e3 rows {parity['rows']['random_pm1e3']['max_abs_diff']:.3g}, "
+                  if "random_pm1e3" in parity["rows"] else "")
+               + "rows over the data's range "
                f"{parity['rows']['random_data_range']['max_abs_diff']:.3g}"
                + (f", rows with missing values "
                   f"{parity['rows']['random_missing']['max_abs_diff']:.3g}"
@@ -336,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
                             extra={"promotion": promotion})
     except RepositoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    except BrokenVersion as exc:  # the repository's contract refused the metadata
+        print(f"error: the model repository refused the version: {exc.reason}; nothing was "
+              "published", file=sys.stderr)
         return EXIT_BAD_DATA
     stage("publish")
     say(f"Published {published.path} (model {published.model}, version {published.version}) "

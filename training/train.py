@@ -128,7 +128,8 @@ def fill_values(x_train: torch.Tensor, strategy: str,
                         "split: nothing to impute from; leave it out with --ignore")
     if strategy == "mean":
         return torch.nansum(x_train.double(), dim=0).div(present.sum(dim=0)).float()
-    return torch.nanmedian(x_train, dim=0).values
+    # numpy's median (the mean of the middle two of an even count), not torch's lower one.
+    return torch.from_numpy(np.nanmedian(x_train.numpy(), axis=0).astype(np.float32))
 
 
 def balanced_weights(y_train: torch.Tensor, n_classes: int) -> torch.Tensor:
