@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA
     except BrokenVersion as exc:  # the repository's contract refused the metadata
+        say(stage_times())
         print(f"error: the model repository refused the version: {exc.reason}; nothing was "
               "published", file=sys.stderr)
         return EXIT_BAD_DATA
