@@ -204,32 +204,59 @@ class _Columns:
     label_given: bool
 
 
-def _file_bytes(path: Path, name: str) -> tuple[bytes, str]:
-    """The file's text bytes, gunzipped when it is a gzip file (by its magic number, not its
-    name), and the sha256 of the file as stored. Raises DataError."""
+def _file_bytes(path: Path, name: str) -> bytes:
+    """The file's text bytes, gunzipped when it is a gzip file. Raises DataError."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"{name}: cannot read the file: {exc.strerror}") from None
-    digest = hashlib.sha256(raw).hexdigest()
     if raw[:2] == b"\x1f\x8b":
         try:
-            return gzip.decompress(raw), digest
+            return gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{name}: not a valid gzip file: {exc}") from None
-    return raw, digest
+    return raw
 
 
-def _head_text(data: bytes, name: str) -> str:
-    """The header and the first SNIFF_LINES lines, decoded. Raises DataError."""
+READ_CHUNK = 1 << 24
+
+
+def _scan(path: Path, name: str) -> tuple[str, bool, bytes]:
+    """One pass over the file without holding it: the sha256 of the file as stored, whether
+    it is gzipped (its magic number, not its name), and its first lines (the header and
+    SNIFF_LINES more, uncompressed). Raises DataError for an unreadable file, a broken gzip
+    stream or NUL bytes (no text file has them)."""
+    digest = hashlib.sha256()
+    head = b""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(READ_CHUNK)
+            gz = first[:2] == b"\x1f\x8b"
+            unzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if gz else None
+            chunk = first
+            while chunk:
+                digest.update(chunk)
+                try:
+                    text = unzip.decompress(chunk) if unzip else chunk
+                except zlib.error as exc:
+                    raise DataError(f"{name}: not a valid gzip file: {exc}") from None
+                if b"\x00" in text:
+                    raise DataError(f"{name}: not a CSV text file (contains NUL bytes)")
+                if head.count(b"\n") <= SNIFF_LINES:
+                    head += text
+                chunk = f.read(READ_CHUNK)
+    except OSError as exc:
+        raise DataError(f"{name}: cannot read the file: {exc.strerror}") from None
+    if unzip is not None and not unzip.eof:
+        raise DataError(f"{name}: not a valid gzip file: it ends before its end")
     end = 0
     for _ in range(SNIFF_LINES + 1):
-        at = data.find(b"\n", end)
+        at = head.find(b"\n", end)
         if at < 0:
-            end = len(data)
+            end = len(head)
             break
         end = at + 1
-    return _decode(data[:end], name)
+    return digest.hexdigest(), gz, head[:end]
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -310,10 +337,8 @@ def read_csv(path: Path, label_column: str | None = None, delimiter: str | None 
     a text column, another separator).
     """
     name = str(path)
-    data, digest = _file_bytes(path, name)
-    if b"\x00" in data:
-        raise DataError(f"{name}: not a CSV text file (contains NUL bytes)")
-    head = _head_text(data, name)
+    digest, gz, head_bytes = _scan(path, name)
+    head = _decode(head_bytes, name)
     detected = delimiter is None
     if delimiter is None:
         delimiter = detect_delimiter(head.splitlines(), name)
@@ -325,10 +350,10 @@ def read_csv(path: Path, label_column: str | None = None, delimiter: str | None 
         raise DataError(f"{name}: row 1: not valid CSV: {exc}") from None
     columns = _choose_columns(header_row, name, delimiter, detected, label_column, features,
                               ignore)
-    found = _read_fast(data, delimiter, columns, impute)
+    found = _read_fast(path, gz, delimiter, columns, impute)
     reader = "pyarrow"
     if found is None:
-        found = _read_slow(data, name, delimiter, columns, impute)
+        found = _read_slow(_file_bytes(path, name), name, delimiter, columns, impute)
         reader = "csv"
     if not len(found.codes):
         raise DataError(f"{name}: no data rows after the header")
@@ -367,10 +392,13 @@ class _Found:
     codes: np.ndarray  # int64 (N,)
 
 
-def _read_fast(data: bytes, delimiter: str, columns: _Columns,
+def _read_fast(path: Path, gz: bool, delimiter: str, columns: _Columns,
                impute: bool) -> _Found | None:
     """The feature matrix and labels by pyarrow, or None whenever the csv module must look:
     pyarrow refused the file (or is not installed), or a value needs a message naming its row.
+
+    The file is streamed in blocks, each converted to float32 at once: a million rows of 50
+    features never exist as float64 (400 MB) nor as the file's bytes in memory.
     """
     try:
         import pyarrow as pa
@@ -380,28 +408,38 @@ def _read_fast(data: bytes, delimiter: str, columns: _Columns,
     raw = columns.raw_header
     wanted = [raw[i] for i in columns.feature_at]
     label = raw[columns.label_at]
+    blocks: list[np.ndarray] = []
+    label_blocks = []
     try:
-        table = pacsv.read_csv(
-            pa.py_buffer(data),
+        with pacsv.open_csv(
+            pa.input_stream(str(path), compression="gzip" if gz else None),
+            read_options=pacsv.ReadOptions(block_size=READ_CHUNK),
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
             convert_options=pacsv.ConvertOptions(
                 column_types={**{n: pa.float64() for n in wanted}, label: pa.string()},
                 include_columns=[*wanted, label], null_values=ARROW_NULLS,
                 strings_can_be_null=False, quoted_strings_can_be_null=True),
-        )
-    except (pa.ArrowException, ValueError, KeyError):
+        ) as stream:
+            if stream.schema.names != [*wanted, label]:
+                return None
+            for batch in stream:
+                block = np.empty((batch.num_rows, len(wanted)), dtype=np.float32)
+                for j in range(len(wanted)):
+                    column = batch.column(j).to_numpy(zero_copy_only=False)  # null: NaN
+                    finite_or_nan = np.isnan(column) | (np.abs(column) <= FLOAT32_MAX)
+                    if not finite_or_nan.all() or (not impute and np.isnan(column).any()):
+                        return None
+                    block[:, j] = column
+                blocks.append(block)
+                label_blocks.append(batch.column(len(wanted)))
+    except (pa.ArrowException, ValueError, KeyError, OSError):
         return None
-    if table.column_names != [*wanted, label]:
-        return None
-    n = table.num_rows
-    values = np.empty((n, len(wanted)), dtype=np.float32)
-    for j in range(len(wanted)):
-        column = table.column(j).to_numpy()  # float64; a null becomes NaN
-        finite_or_nan = np.isnan(column) | (np.abs(column) <= FLOAT32_MAX)
-        if not finite_or_nan.all() or (not impute and np.isnan(column).any()):
-            return None
-        values[:, j] = column
-    encoded = table.column(len(wanted)).combine_chunks().dictionary_encode()
+    values = (np.concatenate(blocks) if len(blocks) != 1 else blocks[0]) if blocks else \
+        np.empty((0, len(wanted)), dtype=np.float32)
+    del blocks
+    if not label_blocks:
+        return _Found(values, [], np.empty(0, dtype=np.int64))
+    encoded = pa.chunked_array(label_blocks).combine_chunks().dictionary_encode()
     distinct = encoded.dictionary.to_pylist()
     if any(not s.strip() for s in distinct):
         return None

@@ -261,7 +261,7 @@ def test_both_readers_agree(tmp_path: Path) -> None:
     path.write_bytes(text.encode())
     header = ["id", "a; x", "b", "label"]
     columns = _choose_columns(header, "odd.csv", ";", True, None, None, ["id"])
-    fast = _read_fast(path.read_bytes(), ";", columns, impute=False)
+    fast = _read_fast(path, False, ";", columns, impute=False)
     slow = _read_slow(path.read_bytes(), "odd.csv", ";", columns, impute=False)
     assert fast is not None
     assert np.array_equal(fast.values, slow.values)
