@@ -7,10 +7,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from modelrepo import (DEFAULT_MODEL_ENV, REPOSITORY_ENV, RepositoryError, check_model_name,
-                       default_repository, model_names, predict_model, version_dirs)
-from training.data import MIN_ROWS_PER_CLASS, DataError, delimiter_from_option, load
+from modelrepo import (DEFAULT_MODEL_ENV, REPOSITORY_ENV, BrokenVersion, RepositoryError,
+                       check_model_name, default_repository, model_names, predict_model,
+                       version_dirs)
+from training.data import (CLASS_WEIGHTS, DEFAULT_BATCH_SIZE, FULL_BATCH_ROWS, IMPUTE_STRATEGIES,
+                           MAX_CLASSES, MAX_FEATURES, MIN_ROWS_PER_CLASS, DataError, column_list,
+                           delimiter_from_option, load)
 
 EXIT_BAD_DATA = 2
 EXIT_GATE = 1
@@ -19,18 +23,42 @@ EXIT_GATE = 1
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train the tutorial softmax classifier (nn.Linear(4, 3), cross-entropy, "
-        "full-batch SGD), export it to one self-contained ONNX file with softmax and argmax "
-        "inside the graph, check torch/onnxruntime parity, and publish it as the next version "
-        "in the model repository, only if every check passes.",
+        description="Train a softmax classifier on tabular data (the tutorial's "
+        "nn.Linear(F, K), or a ReLU MLP with --hidden; cross-entropy, SGD), export it to one "
+        "self-contained ONNX file with imputation, standardization, softmax and argmax inside "
+        "the graph, check torch/onnxruntime parity, and publish it as the next version in the "
+        "model repository, only if every check passes.",
         epilog="Exit status: 0 published (or nothing to do), 1 a gate refused the candidate, "
         "2 bad arguments or a bad data file.",
     )
     p.add_argument("--data", default="iris", metavar="iris|toy|PATH.csv",
                    help="dataset: the bundled Iris data (default), the tutorial's 8 toy rows, or "
-                   "a CSV with a header, 4 numeric feature columns and 1 label column")
+                   "a CSV (or .csv.gz) with a header, numeric feature columns and one label "
+                   f"column: F features (1 to {MAX_FEATURES}) and K distinct labels (2 to "
+                   f"{MAX_CLASSES}, strings or integers) make nn.Linear(F, K)")
     p.add_argument("--label-column", metavar="NAME",
-                   help="the CSV's label column (default: the last column)")
+                   help="the CSV's label column, at any position (default: the last column)")
+    columns = p.add_mutually_exclusive_group()
+    columns.add_argument("--features", metavar="A,B,C",
+                         help="the feature columns, in this order (default: every column but "
+                         "the label); a name holding a comma is quoted: '\"a, b\",c'")
+    columns.add_argument("--ignore", metavar="ID,DATE",
+                         help="columns that are not features (an id, a date, free text)")
+    p.add_argument("--impute", choices=IMPUTE_STRATEGIES,
+                   help="fill missing values (empty, NA, NaN, null) with the training split's "
+                   "mean or median per feature; the values are stored in the ONNX graph, so "
+                   "the served model also accepts a missing feature (JSON null, NaN) and fills "
+                   "it the same way. Default: a missing value is refused, naming its row and "
+                   "column, and the served model refuses null/NaN")
+    p.add_argument("--hidden", metavar="W1,W2",
+                   help="hidden layer widths, e.g. 64,32: a ReLU multilayer perceptron for data "
+                   "a linear model cannot separate (default: none, nn.Linear(F, K))")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"rows per SGD step (default: full batch up to {FULL_BATCH_ROWS} "
+                   f"training rows, mini-batches of {DEFAULT_BATCH_SIZE} above)")
+    p.add_argument("--class-weight", choices=CLASS_WEIGHTS, default="none",
+                   help="'balanced' weighs each class's loss by rows / (classes * its rows), "
+                   "for imbalanced labels (default: none)")
     p.add_argument("--delimiter", metavar="CHAR",
                    help="the CSV's separator: ',', ';', tab, or any one character (default: "
                    "detected among comma, semicolon and tab)")
@@ -50,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                    help="standardize features with the training split's mean/std, baked into "
                    "the exported graph (clients still send raw features). Default: on for "
-                   "iris, whose raw features make SGD at lr 0.1 oscillate for ~200 epochs; "
-                   "off for toy (the tutorial's exact run) and CSVs")
+                   "iris and CSVs (raw Iris features make SGD at lr 0.1 oscillate for ~200 "
+                   "epochs); off for toy (the tutorial's exact run)")
     p.add_argument("--log-every", type=int, default=100, metavar="N",
                    help="print the cost every N epochs (default 100; 0 for quiet)")
     p.add_argument("--min-accuracy", type=float, metavar="A",
@@ -60,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-regression", type=float, default=0.02, metavar="D",
                    help="promotion gate: refuse a candidate whose accuracy on its validation "
                    "split is worse than the served version's by more than D (default 0.02), or "
-                   "whose feature names or class labels differ from it")
+                   "whose feature names or class labels differ from it (clients would break: "
+                   "publish under a new --model-name)")
     p.add_argument("--force", action="store_true",
                    help="publish even when the promotion gate refuses (recorded in metadata)")
     p.add_argument("--artifacts", type=Path, metavar="DIR",
@@ -77,7 +106,52 @@ def build_parser() -> argparse.ArgumentParser:
 def default_model_name(data: str) -> str:
     if data in ("iris", "toy"):
         return data
-    return Path(data).stem
+    name = Path(data).name
+    return Path(name[:-3] if name.endswith(".gz") else name).stem
+
+
+def hidden_widths(text: str) -> tuple[int, ...]:
+    """``--hidden 64,32`` as (64, 32). Raises ValueError."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or any(not 1 <= w <= 65536 for w in widths):
+        raise ValueError(f"--hidden {text!r}: give layer widths separated by commas, e.g. 64,32")
+    return widths
+
+
+def metrics_summary(metrics: dict[str, Any], most: int = 20) -> list[str]:
+    """The per-class table and the confusion matrix, as printed lines (up to ``most`` classes
+    in full; beyond, macro F1 and the weakest classes)."""
+    classes = metrics["per_class"]["classes"]
+    cm = metrics["confusion_matrix"]
+    lines = [f"Per-class metrics on the {cm['split']} split (macro F1 "
+             f"{metrics['macro_f1']:.4f}):"]
+    width = min(30, max(len("class"), *(len(c["label"]) for c in classes)))
+    shown = classes if len(classes) <= most else sorted(classes, key=lambda c: c["f1"])[:10]
+    if len(classes) > most:
+        lines[0] += f" the 10 weakest of {len(classes)} classes"
+    lines.append(f"  {'class':<{width}}  precision  recall      f1  support")
+    lines += [f"  {c['label'][:width]:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  "
+              f"{c['f1']:6.4f}  {c['support']:7d}" for c in shown]
+    if len(classes) <= most:
+        labels = [label[:12] for label in cm["labels"]]
+        cell = max(5, *(len(label) for label in labels), len(str(max(map(max, cm["matrix"])))))
+        lines.append(f"Confusion matrix ({cm['split']}; rows: true class, columns: predicted):")
+        lines.append(f"  {'':<{width}}  " + " ".join(f"{label:>{cell}}" for label in labels))
+        lines += [f"  {label[:width]:<{width}}  " + " ".join(f"{n:>{cell}}" for n in row)
+                  for label, row in zip(cm["labels"], cm["matrix"])]
+    else:
+        lines.append("Confusion matrix: in metadata.json and the plot")
+    return lines
+
+
+def _short(names: list[str], most: int = 10) -> str:
+    """A list for one line: the first ``most`` names, then how many more."""
+    if len(names) <= most:
+        return str(names)
+    return str(names[:most])[:-1] + f", ... {len(names) - most} more]"
 
 
 def models_with_versions(repository: Path) -> dict[str, list[int]]:
@@ -114,13 +188,21 @@ def main(argv: list[str] | None = None) -> int:
         val_fraction = 0.0 if args.data == "toy" else 0.2
     if not 0 <= val_fraction < 1:
         parser.error("--val-fraction must be in [0, 1)")
-    standardize = args.standardize if args.standardize is not None else args.data == "iris"
-    delimiter = None
-    if args.delimiter is not None:
-        try:
+    standardize = args.standardize if args.standardize is not None else args.data != "toy"
+    delimiter = hidden = features = ignore = None
+    try:
+        if args.delimiter is not None:
             delimiter = delimiter_from_option(args.delimiter)
-        except ValueError as exc:
-            parser.error(str(exc))
+        if args.hidden is not None:
+            hidden = hidden_widths(args.hidden)
+        if args.features is not None:
+            features = column_list(args.features, "--features")
+        if args.ignore is not None:
+            ignore = column_list(args.ignore, "--ignore")
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
     repository = args.artifacts or default_repository()
     model_name = args.model_name or default_model_name(args.data)
     try:
@@ -144,14 +226,32 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     say = lambda line: print(line, flush=True)  # noqa: E731
 
+    stages: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def stage(name: str) -> None:
+        """Close the stage that just ran, under ``name``."""
+        now = time.perf_counter()
+        stages[name] = stages.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
+    def stage_times() -> str:
+        return "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+
     # Heavy imports only once the arguments are known to be good: --help stays instant.
     try:
-        dataset = load(args.data, args.label_column, delimiter)
+        dataset = load(args.data, args.label_column, delimiter, features, ignore,
+                       args.impute is not None)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA
-    say(f"Data: {dataset.source}: {dataset.rows} rows, features {dataset.feature_names}, "
-        f"classes {dataset.class_labels}")
+    stage("read")
+    n_features, n_classes = dataset.features.shape[1], len(dataset.class_labels)
+    say(f"Data: {dataset.source}: {dataset.rows} rows, {n_features} features "
+        f"{_short(dataset.feature_names)}, {n_classes} classes {_short(dataset.class_labels)}"
+        + (f", {dataset.missing} missing values (--impute {args.impute})"
+           if dataset.missing else "")
+        + (f" (read by {dataset.reader})" if dataset.reader != "builtin" else ""))
 
     from training.train import TrainConfig, fit, validation_problem
 
@@ -169,17 +269,32 @@ def main(argv: list[str] | None = None) -> int:
 
     config = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed,
                          val_fraction=val_fraction, standardize=standardize,
-                         log_every=args.log_every)
-    result = fit(config, dataset, progress=say)
+                         log_every=args.log_every, hidden=hidden or (),
+                         batch_size=args.batch_size, class_weight=args.class_weight,
+                         impute=args.impute)
+    stage("setup")
+    try:
+        result = fit(config, dataset, progress=say)
+    except DataError as exc:
+        print(f"error: {dataset.source}: {exc}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    stage("train")
     m = result.metrics
-    say(f"Training accuracy {m['train']['accuracy']:.4f}"
+    say(f"Model {result.model.classifier.describe()}, "
+        + ("full batch" if result.batch_size >= len(result.split.train)
+           else f"mini-batches of {result.batch_size} rows")
+        + f"; training accuracy {m['train']['accuracy']:.4f}"
         + (f", validation accuracy {m['validation']['accuracy']:.4f} on "
            f"{m['validation']['rows']} rows" if m["validation"] else " (no validation split)"))
+    for line in metrics_summary(m):
+        say(line)
     try:
         say("Exporting to ONNX (torch.onnx.export, dynamo) ...")
         model_bytes = export_onnx(result.model)
+        stage("export")
         say("Checking torch/onnxruntime parity ...")
         parity = check_parity(result.model, model_bytes, dataset.features, seed=args.seed)
+        stage("parity")
     except (ExportError, ParityError) as exc:
         print(f"error: export check failed: {exc}; nothing was published", file=sys.stderr)
         return EXIT_GATE
@@ -191,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     except GateFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_GATE
+    stage("gates")
     if promotion:
         current = promotion["current_accuracy"]
         say(f"Promotion gate vs version {promotion['against_version']} on {promotion['rows']}: "
@@ -200,27 +316,42 @@ def main(argv: list[str] | None = None) -> int:
                else " — passed"))
     figures = (f"parity: max |p_torch - p_onnx| {parity['max_abs_diff']:.3g} "
                f"(data {parity['rows']['data']['max_abs_diff']:.3g}, "
-               f"±1e3 rows {parity['rows']['random_pm1e3']['max_abs_diff']:.3g}), "
+               + (f"±1e3 rows {parity['rows']['random_pm1e3']['max_abs_diff']:.3g}, "
+                  if "random_pm1e3" in parity["rows"] else "")
+               + "rows over the data's range "
+               f"{parity['rows']['random_data_range']['max_abs_diff']:.3g}"
+               + (f", rows with missing values "
+                  f"{parity['rows']['random_missing']['max_abs_diff']:.3g}"
+                  if "random_missing" in parity["rows"] else "") + "), "
                f"near ties {parity['near_ties']}, batch sizes {parity['batch_sizes']}")
     if args.dry_run:
         say(f"Dry run: would publish {model_name} to {repository}; accuracy {accuracy:.4f}; "
             f"{figures}")
+        say(stage_times())
         return 0
     png = loss_curve_png(result.history, loss_curve_title(
         model_name, dataset.source, len(result.split.train), len(result.split.validation),
-        config.epochs, config.lr, config.standardize))
+        config.epochs, config.lr, config.standardize), m["confusion_matrix"])
+    stage("plot")
     try:
         published = publish(candidate, repository, model_name, png,
                             extra={"promotion": promotion})
     except RepositoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA
+    except BrokenVersion as exc:  # the repository's contract refused the metadata
+        say(stage_times())
+        print(f"error: the model repository refused the version: {exc.reason}; nothing was "
+              "published", file=sys.stderr)
+        return EXIT_BAD_DATA
+    stage("publish")
     say(f"Published {published.path} (model {published.model}, version {published.version}) "
         f"in {time.perf_counter() - started:.1f} s")
     say("Validation accuracy: " + (f"{m['validation']['accuracy']:.4f}" if m["validation"]
                                     else "n/a (no split); training accuracy "
                                     f"{m['train']['accuracy']:.4f}"))
     say(figures.capitalize())
+    say(stage_times())
     say(predict_line(repository, published.model))
     return 0
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modelrepo import (CLASS, INPUT_NAME, INPUTS, OUTPUTS, PROBABILITIES, BrokenVersion,
-                       Published, publish_version, read_version, version_dirs)
+from modelrepo import (CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, Published,
+                       publish_version, read_version, version_dirs)
 from training.data import Dataset
 from training.train import FitResult, TrainConfig
 
@@ -34,6 +34,18 @@ class Candidate:
     fit: FitResult
     parity: dict[str, Any]
     opset: int
+
+
+def _signature(n_features: int,
+               n_classes: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The V2 tensor metadata of a model of ``n_features`` inputs and ``n_classes`` classes:
+    input ``input`` FP32 [-1, F]; outputs ``probabilities`` FP32 [-1, K], ``class`` INT64 [-1].
+    """
+    # TODO(shape-serve): modelrepo.signature — replace this function with it at the merge.
+    inputs = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, n_features]}]
+    outputs = [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, n_classes]},
+               {"name": CLASS, "datatype": "INT64", "shape": [-1]}]
+    return inputs, outputs
 
 
 def library_versions() -> dict[str, str]:
@@ -62,18 +74,26 @@ def check_accuracy(candidate: Candidate, min_accuracy: float | None) -> float | 
 def build_metadata(candidate: Candidate, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """metadata.json for a candidate (name, version and model sha256 are filled at publish)."""
     ds, fit = candidate.dataset, candidate.fit
-    training = candidate.config.as_dict()
+    training = fit.training_record(candidate.config)
     if candidate.config.standardize:
         training["standardization"] = {"mean": fit.model.mean.tolist(),
                                        "std": fit.model.std.tolist()}
+    if fit.model.imputes:
+        training["imputation"] = {"strategy": candidate.config.impute,
+                                  "values": fit.model.fill.tolist(),
+                                  "missing_cells": ds.missing}
+    inputs, outputs = _signature(len(ds.feature_names), len(ds.class_labels))
     return {
         "name": None,
         "version": None,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "feature_names": ds.feature_names,
         "class_labels": ds.class_labels,
-        "inputs": INPUTS,
-        "outputs": OUTPUTS,
+        "inputs": inputs,
+        "outputs": outputs,
+        # What the server does with a missing feature (null, NaN): the graph imputes it, or
+        # the request is refused (every model before --impute).
+        "missing_values": "impute" if fit.model.imputes else "refuse",
         "model": {"opset": candidate.opset, "exporter": "torch.onnx.export(dynamo=True)"},
         "libraries": library_versions(),
         "data": {"source": ds.source, "rows": ds.rows, "sha256": ds.sha256,
@@ -112,6 +132,32 @@ def _accuracy(model_bytes: bytes, rows: np.ndarray, labels: np.ndarray) -> float
     return float(np.mean(classes == labels))
 
 
+def _listed(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def shape_changes(before: list[str], after: list[str], what: str, unit: str,
+                  number: int) -> list[str]:
+    """How a candidate's feature names or class labels differ from version ``number``'s, in
+    one line (the count, then which names came and went, or moved); [] when equal."""
+    if before == after:
+        return []
+    added = [n for n in after if n not in set(before)]
+    removed = [n for n in before if n not in set(after)]
+    line = f"{what} differ from version {number}'s: "
+    if len(before) != len(after):
+        line += f"{len(after)} {unit} instead of {len(before)}"
+    else:
+        line += f"the same {len(after)} {unit}"
+    if added or removed:
+        line += "".join([f", new {_listed(added)}" if added else "",
+                         f", gone {_listed(removed)}" if removed else ""])
+    else:
+        line += ", in another order"
+    return [line]
+
+
 def check_promotion(candidate: Candidate, model_dir: Path, max_regression: float,
                     force: bool) -> dict[str, Any] | None:
     """The promotion gate against the version served now; None when there is none.
@@ -129,13 +175,10 @@ def check_promotion(candidate: Candidate, model_dir: Path, max_regression: float
     rows_idx = split.validation if len(split.validation) else split.train
     which = "validation split" if len(split.validation) else "all training rows (no split)"
     rows, truth = ds.features[rows_idx], ds.labels[rows_idx]
-    problems = []
-    if metadata["feature_names"] != ds.feature_names:
-        problems.append(f"feature names {ds.feature_names} differ from version {number}'s "
-                        f"{metadata['feature_names']}")
-    if metadata["class_labels"] != ds.class_labels:
-        problems.append(f"class labels {ds.class_labels} differ from version {number}'s "
-                        f"{metadata['class_labels']}")
+    problems = [*shape_changes(metadata["feature_names"], ds.feature_names, "feature names",
+                               "features", number),
+                *shape_changes(metadata["class_labels"], ds.class_labels, "class labels",
+                               "classes", number)]
     candidate_acc = _accuracy(candidate.model_bytes, rows, truth)
     # Labels are compared by name: the current model's class index i means its label i.
     current_acc = None
@@ -150,6 +193,9 @@ def check_promotion(candidate: Candidate, model_dir: Path, max_regression: float
               "max_regression": max_regression, "passed": not problems,
               "problems": problems, "forced": bool(force and problems)}
     if problems and not force:
-        raise GateFailed("promotion gate: " + "; ".join(problems)
-                         + "; nothing was published (--force overrides)")
+        changed = any(p.startswith(("feature names", "class labels")) for p in problems)
+        raise GateFailed("promotion gate: " + "; ".join(problems) + "; nothing was published ("
+                         + ("clients of this model send and read those: publish it under a new "
+                            "--model-name, or " if changed else "")
+                         + "--force overrides)")
     return record

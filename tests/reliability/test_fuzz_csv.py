@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import modelrepo
 from tests.support.models import train
 from tests.reliability.conftest import budget, count_case
-from training.data import MIN_ROWS_PER_CLASS, DataError, read_csv
+from training.data import MAX_CLASSES, MAX_FEATURES, MIN_ROWS_PER_CLASS, DataError, read_csv
 
 EXAMPLES = budget(150)
 # Each CLI example trains and exports a model (~2 s): a tenth of the budget, at least 3.
@@ -105,11 +105,14 @@ def check_dataset(path: Path, label: str | None) -> bool:
         assert str(path) in str(exc), exc  # the message names the file
         return False
     assert dataset.features.dtype == np.float32 and dataset.features.ndim == 2
-    assert dataset.features.shape == (dataset.rows, 4) and dataset.rows >= 1
+    n_features, n_classes = len(dataset.feature_names), len(dataset.class_labels)
+    assert dataset.features.shape == (dataset.rows, n_features) and dataset.rows >= 1
     assert np.isfinite(dataset.features).all()
-    assert dataset.labels.dtype == np.int64 and set(dataset.labels.tolist()) <= {0, 1, 2}
-    assert len(dataset.class_labels) == 3 and len(set(dataset.class_labels)) == 3
-    assert len(dataset.feature_names) == 4 and all(dataset.feature_names)
+    assert dataset.labels.dtype == np.int64
+    assert set(dataset.labels.tolist()) == set(range(n_classes))  # every class has a row
+    assert 2 <= n_classes <= MAX_CLASSES and len(set(dataset.class_labels)) == n_classes
+    assert 1 <= n_features <= MAX_FEATURES and all(dataset.feature_names)
+    assert len(set(dataset.feature_names)) == n_features
     assert all(math.isfinite(v) for v in dataset.features.reshape(-1).tolist())
     return True
 

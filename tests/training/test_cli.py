@@ -21,7 +21,9 @@ from tests.support.models import train
 
 OPTIONS = ["--data", "--label-column", "--delimiter", "--model-name", "--epochs", "--lr",
            "--seed", "--val-fraction", "--no-validation", "--standardize", "--no-standardize",
-           "--log-every", "--min-accuracy", "--artifacts", "--if-empty", "--dry-run"]
+           "--log-every", "--min-accuracy", "--artifacts", "--if-empty", "--dry-run",
+           "--features", "--ignore", "--impute", "--hidden", "--batch-size", "--class-weight",
+           "--force", "--max-regression"]
 
 
 def test_help_documents_every_option() -> None:
@@ -159,7 +161,7 @@ def test_csv_model_is_named_after_the_file_and_ends_with_figures(
     version = tmp_path / "repo" / "flowers" / "1"
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["data"]["source"] == str(csv)
-    assert meta["training"]["standardize"] is False  # only Iris standardizes by default
+    assert meta["training"]["standardize"] is True  # every dataset but toy, by default
     assert png_text((version / "loss_curve.png").read_bytes())["Title"].startswith(
         "flowers: flowers.csv, 120 training + 30 validation rows, 300 epochs")
 

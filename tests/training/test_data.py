@@ -59,27 +59,36 @@ def test_label_column_can_be_chosen(tmp_path: Path) -> None:
 
 
 BAD = {
-    "missing column": ("a,b,c,label\n1,2,3,x\n", "row 1", "expected 5"),
-    "extra column": ("a,b,c,d,e,label\n1,2,3,4,5,x\n", "row 1", "expected 5"),
+    "one class": ("a,b,c,label\n1,2,3,x\n2,3,4,x\n", "column 'label'",
+                  "every row has the label 'x'; a classifier needs at least 2 classes"),
+    "one column": ("label\nx\ny\n", "row 1 (header): 1 columns", "expected at least 2"),
+    "repeated name": ("a,b,a,label\n1,2,3,x\n", "row 1 (header)",
+                      "column name 'a' repeats (columns 1 and 3)"),
+    "text feature": ("a,city,b,label\n1,Paris,2,x\n2,Oslo,3,y\n", "row 2, column 'city'",
+                     "'Paris' is not a number; column 'city' holds no number at all: it looks "
+                     "like the labels (the label column is 'label', by default the last column); "
+                     "--label-column city chooses it, or, if it is text to leave out, --ignore "
+                     "city (or --features to list the feature columns)"),
     "short row": (GOOD + "1,2,3,x\n", "row 5", "4 columns"),
     "non-numeric": (GOOD + "1,two,3,4,x\n", "row 5, column 'b'", "not a number"),
-    "empty cell": (GOOD + "1,,3,4,x\n", "row 5, column 'b'", "empty cell"),
-    "nan": (GOOD + "1,2,nan,4,x\n", "row 5, column 'c'", "not a finite"),
+    "empty cell": (GOOD + "1,,3,4,x\n", "row 5, column 'b'", "empty cell: a missing value"),
+    "nan": (GOOD + "1,2,nan,4,x\n", "row 5, column 'c'", "'nan': a missing value; expected a "
+            "number; --impute mean or --impute median fills missing values"),
+    "NA": (GOOD + "1,2,NA,4,x\n", "row 5, column 'c'", "'NA': a missing value"),
     "inf": (GOOD + "1,2,3,inf,x\n", "row 5, column 'd'", "not a finite"),
     "overflows float32": (GOOD + "1e39,2,3,4,x\n", "row 5, column 'a'", "not a finite"),
-    "two classes": ("a,b,c,d,label\n1,2,3,4,x\n2,3,4,5,y\n", "column 'label'", "2 distinct"),
-    "four classes": (GOOD + "4,5,6,7,w\n", "column 'label'", "4 distinct"),
     "empty file": ("", "empty", "header"),
     "header only": ("a,b,c,d,label\n", "no data rows", ""),
     "empty label": (GOOD + "1,2,3,4,\n", "row 5, column 'label'", "empty label"),
-    "not a csv": ('{"instances": [[1, 2, 3, 4]]}\n', "row 1", "expected 5"),
+    "not a csv": ('{"instances": [[1, 2, 3, 4]]}\n', "no data rows", ""),
     "binary": ("\x00\x01\x02PK", "not a CSV", "NUL"),
     "labels not last": ("kind,a,b,c,d\nx,1,2,3,4\ny,2,3,4,5\nz,3,4,5,6\n", "row 2, column 'kind'",
                         "'x' is not a number; column 'kind' holds no number at all: it looks "
                         "like the labels (the label column is 'd', by default the last column); "
                         "--label-column kind chooses it"),
     "a typo is no label column": (GOOD + "1,two,3,4,x\n", "column 'b'", "'two' is not a number\n"),
-    "pandas index": (",a,b,c,d,label\n0,1,2,3,4,x\n1,2,3,4,5,y\n", "row 1 (header): 6 columns",
+    "pandas index": (",a,b,c,d,label\n0,1,2,3,4,x\n1,2,3,4,5,y\n", "row 1 (header): column 1 "
+                     "has no name",
                      "looks like a pandas index column (written by DataFrame.to_csv() without "
                      "index=False): delete that column, or save the file again with "
                      "to_csv(..., index=False)"),
