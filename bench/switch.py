@@ -457,7 +457,7 @@ def run_in_process(args: argparse.Namespace, tmp: Path) -> None:
     raw = (path / modelrepo.METADATA_FILE).read_bytes()
     model_bytes = (path / modelrepo.MODEL_FILE).read_bytes()
     metadata = json.loads(raw)
-    row = np.zeros((1, modelrepo.N_FEATURES), dtype=np.float32)
+    row = np.zeros((1, len(metadata["feature_names"])), dtype=np.float32)
     parts: dict[str, Callable[[], Any]] = {
         "read_version": lambda: modelrepo.read_version(path),
         f"  json.loads ({len(raw)} bytes)": lambda: json.loads(raw),

@@ -61,12 +61,9 @@ MISSING_VALUES = ("refuse", "impute")
 MISSING_VALUES_KEY = "missing_values"
 
 # Iris's shape, for examples and documentation only (the training CLI's default data set):
-# never a contract check. ``N_FEATURES``/``N_CLASSES`` and ``INPUTS``/``OUTPUTS`` are kept as
-# deprecated aliases of the Iris example for code not yet moved to :func:`signature`.
+# never a contract check.
 IRIS_FEATURES = 4
 IRIS_CLASSES = 3
-N_FEATURES = IRIS_FEATURES
-N_CLASSES = IRIS_CLASSES
 
 
 def signature(n_features: int, n_classes: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -84,9 +81,6 @@ def signature(n_features: int, n_classes: int) -> tuple[list[dict[str, Any]], li
     outputs = [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, n_classes]},
                {"name": CLASS, "datatype": "INT64", "shape": [-1]}]
     return inputs, outputs
-
-
-INPUTS, OUTPUTS = signature(IRIS_FEATURES, IRIS_CLASSES)  # deprecated: Iris's, see above
 
 
 def imputes(metadata: Mapping[str, Any]) -> bool:

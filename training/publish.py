@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from modelrepo import (CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, Published,
-                       publish_version, read_version, version_dirs)
+                       publish_version, read_version, signature, version_dirs)
 from training.data import Dataset
 from training.train import FitResult, TrainConfig
 
@@ -34,18 +34,6 @@ class Candidate:
     fit: FitResult
     parity: dict[str, Any]
     opset: int
-
-
-def _signature(n_features: int,
-               n_classes: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The V2 tensor metadata of a model of ``n_features`` inputs and ``n_classes`` classes:
-    input ``input`` FP32 [-1, F]; outputs ``probabilities`` FP32 [-1, K], ``class`` INT64 [-1].
-    """
-    # TODO(shape-serve): modelrepo.signature — replace this function with it at the merge.
-    inputs = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, n_features]}]
-    outputs = [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, n_classes]},
-               {"name": CLASS, "datatype": "INT64", "shape": [-1]}]
-    return inputs, outputs
 
 
 def library_versions() -> dict[str, str]:
@@ -82,7 +70,7 @@ def build_metadata(candidate: Candidate, extra: dict[str, Any] | None = None) ->
         training["imputation"] = {"strategy": candidate.config.impute,
                                   "values": fit.model.fill.tolist(),
                                   "missing_cells": ds.missing}
-    inputs, outputs = _signature(len(ds.feature_names), len(ds.class_labels))
+    inputs, outputs = signature(len(ds.feature_names), len(ds.class_labels))
     return {
         "name": None,
         "version": None,

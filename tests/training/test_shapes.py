@@ -409,22 +409,11 @@ def test_a_retrain_that_changes_the_shape_is_refused_with_a_clear_message(
     assert sorted(modelrepo.version_dirs(repository / "iris")) == [1]
 
 
-# The lead flips this to True when merging with shape-serve (modelrepo.signature): then any
-# shape publishes and reads back. Until then modelrepo's contract is 4 x 3 and refuses it.
-MERGED_WITH_SHAPE_SERVE = False
-
-
 def test_publish_any_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ds = synthetic(13, 5, 200, seed=7)
     path = dataset_csv(tmp_path / "wide.csv", ds)
     repository = tmp_path / "r"
     code = train(repository, "--data", str(path), "--epochs", "100", "--impute", "mean")
-    if not MERGED_WITH_SHAPE_SERVE:
-        # Today: the repository's contract refuses any shape but 4 x 3; nothing is published.
-        assert code == 2
-        assert "tensor signature differs from the contract" in capsys.readouterr().err
-        assert not modelrepo.version_dirs(repository / "wide")
-        return
     assert code == 0, capsys.readouterr().err
     meta, model_bytes = modelrepo.read_version(repository / "wide" / "1")
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 13]}]
