@@ -14,7 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from tests.support.models import train_in_subprocess
+from tests.support.models import publish_linear_model, train_in_subprocess
+
+# The wide model's name, shape and weights' seed (issue 14); bench.scenarios sends it requests.
+WIDE_MODEL = "wide"
+WIDE_FEATURES, WIDE_CLASSES = 64, 10
+WIDE_SEED = 14
 
 
 def log(message: str) -> None:
@@ -23,9 +28,12 @@ def log(message: str) -> None:
 
 
 def repository_to_serve(given: Path | None, tmp: Path) -> Path:
-    """``given``, else iris version 1 trained into ``tmp/repository`` (never ./artifacts).
+    """``given``, else a repository in ``tmp/repository`` (never ./artifacts) with iris version
+    1, trained, and then ``wide`` version 1 (F = 64, K = 10), a linear softmax classifier with
+    seeded random weights. Iris is published first, so it is the model behind /predict.
 
-    Raises RuntimeError if the training fails.
+    Raises RuntimeError if the training fails, what ``modelrepo.publish_version`` raises if
+    the wide model's publication does.
     """
     if given is not None:
         return given
@@ -34,6 +42,8 @@ def repository_to_serve(given: Path | None, tmp: Path) -> Path:
     t0 = time.monotonic()
     train_in_subprocess(repository)
     log(f"trained in {time.monotonic() - t0:.1f} s")
+    publish_linear_model(repository, WIDE_MODEL, WIDE_FEATURES, WIDE_CLASSES, seed=WIDE_SEED)
+    log(f"published {WIDE_MODEL} version 1 (F = {WIDE_FEATURES}, K = {WIDE_CLASSES})")
     return repository
 
 

@@ -1,7 +1,8 @@
 """Load benchmark of the real server: softserve under gunicorn, a no-op app, a FastAPI baseline.
 
-Trains an iris model into a temporary repository (never ./artifacts) and starts three servers on
-free 127.0.0.1 ports, each with its own log:
+Trains an iris model into a temporary repository (never ./artifacts), publishes a wide one next
+to it (``wide``: F = 64 features, K = 10 classes, a linear softmax classifier with seeded random
+weights) and starts three servers on free 127.0.0.1 ports, each with its own log:
 
 - softserve: ``gunicorn -c serving/gunicorn.conf.py "serving:create_app()"``, the defaults a user
   gets (SOFTSERVE_WORKERS=2, metrics and access log on);
@@ -14,7 +15,9 @@ free 127.0.0.1 ports, each with its own log:
 Then wrk runs once per scenario, with the same threads, connections, duration and request bodies
 for every server: the no-op app with the single-row /predict request, softserve's own
 ``/v2/health/live``, single-row and 1000-row ``/predict``, V2 JSON and V2 binary ``/infer``,
-the baseline right after softserve on each scenario it supports (/predict, V2 JSON). A
+the same V2 JSON and binary ``/infer`` against the wide model (1 and 1000 rows of 64 features;
+softserve only), the baseline right after softserve on each scenario it supports (/predict and
+V2 JSON on iris). A
 concurrency sweep follows: single-row /predict and V2 JSON at 1, 4, 16 and 64 connections on
 softserve and the baseline. Writes docs/benchmarks.md (the issue 7 targets, met or not, and the
 tables) and docs/benchmarks.png (req/s and p99 against connections). A benchmark, not a test:
@@ -49,12 +52,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import log, repository_to_serve, run_main
+from bench import WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL, log, repository_to_serve, run_main
 from bench.measure import (NOOP_APP, Load, UvicornServer, gunicorn_settings, machine_facts,
                            measure, start_gunicorn)
 from bench.report import TARGET_P99_CONNECTIONS, Report, finish, load_report
-from bench.scenarios import (BASELINE_SCENARIOS, Scenario, check_answers, scenarios,
-                             select_scenarios)
+from bench.scenarios import (BASELINE_SCENARIOS, WIDE_SCENARIOS, Scenario, check_answers,
+                             scenarios, select_scenarios)
 from tests.support import ROOT
 from tests.support.models import served_version
 from tests.support.processes import proc_status
@@ -112,7 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              'e.g. "--worker-class gthread --threads 4" (they override the '
                              'config file)')
     parser.add_argument("--scenarios", default="all",
-                        help="all, single, batch, or a comma-separated list of: "
+                        help="all, single, batch, wide, or a comma-separated list of: "
                              + ", ".join(s.name for s in scenarios())
                              + " (noop: the no-op app; the baseline runs the ones it answers: "
                              + ", ".join(BASELINE_SCENARIOS) + ")")
@@ -135,7 +138,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the scenarios of the sweep, comma-separated")
     parser.add_argument("--repository", type=Path,
                         help="serve this existing model repository (it must hold an 'iris' "
-                             "model) instead of training one into a temporary directory")
+                             "model, the first published, and a 'wide' one (F = 64, K = 10) "
+                             "for the wide scenarios, which are left out of 'all' without "
+                             "it) instead of training one into a temporary directory")
     parser.add_argument("--markdown", type=Path, default=DOCS / "benchmarks.md",
                         help="report to write")
     parser.add_argument("--plot", type=Path, default=DOCS / "benchmarks.png", help="plot to write")
@@ -163,6 +168,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.nice < 0 and os.geteuid() != 0:
         parser.error("--nice below 0 needs root")
     return args
+
+
+def _has_model(repository: Path, name: str) -> bool:
+    try:
+        served_version(repository, name)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _missing_baseline_packages() -> list[str]:
@@ -220,6 +233,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(tmp_name)
         repository = repository_to_serve(args.repository, tmp)
         version_dir = served_version(repository)
+        if any(s.name in WIDE_SCENARIOS for s in chosen) and not _has_model(repository,
+                                                                            WIDE_MODEL):
+            # Only a given repository can lack it; the bench's own always has it.
+            if args.scenarios != "all":
+                print(f"bench: the wide scenarios need a '{WIDE_MODEL}' model "
+                      f"(F = {WIDE_FEATURES}, K = {WIDE_CLASSES}) in {repository}",
+                      file=sys.stderr)
+                return 2
+            log(f"no '{WIDE_MODEL}' model in {repository}: leaving out the wide scenarios")
+            chosen = [s for s in chosen if s.name not in WIDE_SCENARIOS]
+            plan = [run for run in plan if run[1].name not in WIDE_SCENARIOS]
         resolved = gunicorn_settings(extra, args.workers, tmp)
         control_socket = "off"
         if resolved.get("control_socket_disable") != "True":

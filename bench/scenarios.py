@@ -12,13 +12,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from bench import WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL
 from tests.support import ROOT
 from tests.support.models import MODEL
 from tests.support.net import send
 from tests.support.server import Server
 
 IRIS_CSV = ROOT / "training" / "data" / "iris.csv"
+IRIS_FEATURES, IRIS_CLASSES = 4, 3
 BATCH_ROWS = 1000
+WIDE_ROWS_SEED = 1414  # the rows sent to the wide model (bench.repository_to_serve makes it)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # The scenarios the baseline app answers (it has no binary V2 codec).
 BASELINE_SCENARIOS = ("predict-1", "v2-json-1", f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}")
@@ -31,6 +36,13 @@ def iris_rows(n: int) -> list[list[float]]:
         next(reader)
         rows = [[float(v) for v in line[:4]] for line in reader if line]
     return [rows[i % len(rows)] for i in range(n)]
+
+
+def random_rows(n: int, n_features: int, seed: int = WIDE_ROWS_SEED) -> list[list[float]]:
+    """``n`` rows of ``n_features`` standard normal values, the same for a seed; rounded to 4
+    decimals, as a data file would hold them (not 17-digit float reprs that bloat the JSON)."""
+    values = np.random.default_rng(seed).normal(0, 1, (n, n_features)).round(4)
+    return [[float(v) for v in row] for row in values]
 
 
 def _json(obj: Any) -> bytes:
@@ -73,39 +85,48 @@ def _v2_json_classes(headers: dict[str, str], body: bytes) -> list[int]:
     return next(o["data"] for o in json.loads(body)["outputs"] if o["name"] == "class")
 
 
-def _check_predict(rows: int) -> Check:
+def _check_predict(rows: int, classes: int = IRIS_CLASSES) -> Check:
     def check(headers: dict[str, str], body: bytes) -> None:
         doc = json.loads(body)
         assert len(doc["predictions"]) == rows, f"{len(doc['predictions'])} predictions"
-        assert len(doc["predictions"][0]["probabilities"]) == 3
+        assert len(doc["predictions"][0]["probabilities"]) == classes
     return check
 
 
-def _check_v2_json(rows: int) -> Check:
+def _check_v2_json(rows: int, classes: int = IRIS_CLASSES) -> Check:
     def check(headers: dict[str, str], body: bytes) -> None:
         outputs = {o["name"]: o for o in json.loads(body)["outputs"]}
-        assert outputs["probabilities"]["shape"] == [rows, 3], outputs["probabilities"]["shape"]
-        assert len(outputs["probabilities"]["data"]) == 3 * rows
+        shape = outputs["probabilities"]["shape"]
+        assert shape == [rows, classes], shape
+        assert len(outputs["probabilities"]["data"]) == classes * rows
         assert len(outputs["class"]["data"]) == rows
     return check
 
 
-def _check_v2_binary(rows: int) -> Check:
+def _check_v2_binary(rows: int, classes: int = IRIS_CLASSES) -> Check:
     def check(headers: dict[str, str], body: bytes) -> None:
         length = int(headers[HEADER_LENGTH.lower()])
         outputs = {o["name"]: o for o in json.loads(body[:length])["outputs"]}
+        shapes = {name: o["shape"] for name, o in outputs.items()}
+        assert shapes == {"probabilities": [rows, classes], "class": [rows]}, shapes
         sizes = {name: o["parameters"]["binary_data_size"] for name, o in outputs.items()}
-        assert sizes == {"probabilities": 12 * rows, "class": 8 * rows}, sizes
-        assert len(body) - length == 20 * rows, f"{len(body) - length} binary bytes"
+        assert sizes == {"probabilities": 4 * classes * rows, "class": 8 * rows}, sizes
+        assert len(body) - length == (4 * classes + 8) * rows, f"{len(body) - length} binary bytes"
     return check
+
+
+def v2_json_body(rows: list[list[float]]) -> bytes:
+    """A V2 JSON request: the rows as FP32 ``data``, shape [N, F]."""
+    return _json({"inputs": [{"name": "input", "shape": [len(rows), len(rows[0])],
+                              "datatype": "FP32", "data": [v for row in rows for v in row]}]})
 
 
 def v2_binary_body(rows: list[list[float]]) -> tuple[bytes, dict[str, str]]:
     """A V2 request with binary input and binary outputs, as tritonclient builds it."""
-    n = len(rows)
-    raw = struct.pack(f"<{4 * n}f", *(v for row in rows for v in row))
+    n, f = len(rows), len(rows[0])
+    raw = struct.pack(f"<{f * n}f", *(v for row in rows for v in row))
     header = _json({
-        "inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32",
+        "inputs": [{"name": "input", "shape": [n, f], "datatype": "FP32",
                     "parameters": {"binary_data_size": len(raw)}}],
         "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}},
                     {"name": "class", "parameters": {"binary_data": True}}],
@@ -114,8 +135,11 @@ def v2_binary_body(rows: list[list[float]]) -> tuple[bytes, dict[str, str]]:
                           HEADER_LENGTH: str(len(header))}
 
 
+WIDE_SCENARIOS = ("wide-v2-json-1", "wide-v2-binary-1", f"wide-v2-json-{BATCH_ROWS}",
+                  f"wide-v2-binary-{BATCH_ROWS}")
 SCENARIO_ORDER = ["noop", "live", "predict-1", "v2-json-1", "v2-binary-1",
-                  f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}"]
+                  f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}",
+                  *WIDE_SCENARIOS]
 
 
 def scenarios() -> list[Scenario]:
@@ -136,12 +160,20 @@ def scenarios() -> list[Scenario]:
                             classes=_predict_classes))
         out.append(Scenario(
             f"v2-json-{suffix}", f"V2 JSON infer, {label}", "POST", f"/v2/models/{MODEL}/infer",
-            _json({"inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32",
-                               "data": [v for row in rows for v in row]}]}),
-            json_headers, n, _check_v2_json(n), classes=_v2_json_classes))
+            v2_json_body(rows), json_headers, n, _check_v2_json(n), classes=_v2_json_classes))
         body, headers = v2_binary_body(rows)
         out.append(Scenario(f"v2-binary-{suffix}", f"V2 binary infer, {label}", "POST",
                             f"/v2/models/{MODEL}/infer", body, headers, n, _check_v2_binary(n)))
+        wide_rows = random_rows(n, WIDE_FEATURES)
+        wide_path = f"/v2/models/{WIDE_MODEL}/infer"
+        shape = f"F = {WIDE_FEATURES}, K = {WIDE_CLASSES}"
+        out.append(Scenario(f"wide-v2-json-{suffix}", f"V2 JSON infer, {label}, {shape}",
+                            "POST", wide_path, v2_json_body(wide_rows), json_headers, n,
+                            _check_v2_json(n, WIDE_CLASSES), classes=_v2_json_classes))
+        body, headers = v2_binary_body(wide_rows)
+        out.append(Scenario(f"wide-v2-binary-{suffix}", f"V2 binary infer, {label}, {shape}",
+                            "POST", wide_path, body, headers, n,
+                            _check_v2_binary(n, WIDE_CLASSES)))
     return sorted(out, key=lambda s: SCENARIO_ORDER.index(s.name))
 
 
@@ -154,17 +186,23 @@ SHORT_NAMES = {
     f"predict-{BATCH_ROWS}": f"/predict, {BATCH_ROWS} rows",
     f"v2-json-{BATCH_ROWS}": f"V2 JSON, {BATCH_ROWS} rows",
     f"v2-binary-{BATCH_ROWS}": f"V2 binary, {BATCH_ROWS} rows",
+    "wide-v2-json-1": f"V2 JSON, 1 row, F = {WIDE_FEATURES}",
+    "wide-v2-binary-1": f"V2 binary, 1 row, F = {WIDE_FEATURES}",
+    f"wide-v2-json-{BATCH_ROWS}": f"V2 JSON, {BATCH_ROWS} rows, F = {WIDE_FEATURES}",
+    f"wide-v2-binary-{BATCH_ROWS}": f"V2 binary, {BATCH_ROWS} rows, F = {WIDE_FEATURES}",
 }
 
 SCENARIO_GROUPS = {
     "all": None,
     "single": ["noop", "live", "predict-1", "v2-json-1", "v2-binary-1"],
     "batch": ["live", f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}"],
+    "wide": list(WIDE_SCENARIOS),
 }
 
 
 def select_scenarios(spec: str) -> list[Scenario]:
-    """Scenarios named by ``spec``: a group (all, single, batch) or a comma-separated list."""
+    """Scenarios named by ``spec``: a group (all, single, batch, wide) or a comma-separated
+    list. Raises SystemExit for an unknown name."""
     every = scenarios()
     names = SCENARIO_GROUPS.get(spec, [n.strip() for n in spec.split(",") if n.strip()])
     if names is None:
