@@ -61,9 +61,10 @@ def on_starting(server: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     # Once the last worker of the first batch has its models loaded: one line that says the
     # server is ready and what to try (a restarted worker is older than that and says nothing).
-    if worker.age != worker.cfg.workers:
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None) or {}
+    repository = extensions.get("softserve")  # none for another app under this config (bench)
+    if worker.age != worker.cfg.workers or repository is None:
         return
-    repository = worker.wsgi.extensions["softserve"]
     address = worker.cfg.address[0]
     if isinstance(address, str):  # a unix socket
         url = f"http://localhost (unix socket {address})"

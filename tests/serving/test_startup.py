@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.support import ROOT
 from tests.support.net import free_port, send
-from tests.support.server import GUNICORN_CONF
+from tests.support.server import GUNICORN_CONF, start_server
 
 
 def test_listens_on_loopback_only_by_default_and_says_when_ready(iris_repository: Path,
@@ -48,3 +48,14 @@ def test_listens_on_loopback_only_by_default_and_says_when_ready(iris_repository
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, log.read_text()
+
+
+def test_another_wsgi_app_runs_under_the_same_configuration(tmp_path: Path) -> None:
+    """The configuration's hooks expect nothing of the app: make bench serves its no-op app
+    with exactly this gunicorn.conf.py (the ready line is softserve's own, so none here)."""
+    server = start_server(None, tmp_path, app="bench.baselines.noop_wsgi:app")
+    try:
+        assert send(server.port, "GET", "/").status == 200
+        assert "softserve ready" not in server.log()
+    finally:
+        assert server.stop() == 0, server.log()
