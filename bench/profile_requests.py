@@ -3,7 +3,7 @@
 Starts the real server with ONE sync worker (so every sample is a request being served), runs
 wrk on each chosen scenario and, in the middle of that run, ``py-spy record`` on the worker.
 Each sampled stack is put in one bucket (gunicorn accept / parse / send / close, Flask and
-werkzeug, reading the body, decode and validation in serving/codecs.py, onnxruntime, encode,
+werkzeug, reading the body, decode and validation in serving/codecs/, onnxruntime, encode,
 ...) by the deepest frame that names a bucket. The worker's measured CPU time per request
 (/proc/<pid>/stat over the sampling window, divided by the requests wrk got answered meanwhile)
 is then spread over the buckets: its user time by the shares of the samples running Python or

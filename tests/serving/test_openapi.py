@@ -1,8 +1,9 @@
-"""The OpenAPI document (``serving/openapi.py``) against the real app, and the /docs page.
+"""The OpenAPI document (``serving/openapi/``) against the real app, and the /docs page.
 
 - The document is valid OpenAPI (openapi-spec-validator).
-- It describes exactly the app's routes and methods: every rule of ``app.url_map`` and nothing
-  else (HEAD and OPTIONS, which Flask adds itself, aside).
+- It describes exactly the app's routes and methods: every rule of Flask's ``app.url_map`` and
+  of the hot path in front of it, and nothing else (HEAD and OPTIONS aside); every route of the
+  table is asked by a case below, through the app as it serves.
 - Real answers of the app — successes and errors, from apps configured to produce each status —
   have a documented status and content type, and their JSON validates against the documented
   schema (jsonschema, with the document's ``$ref``s resolved). The document's own request
