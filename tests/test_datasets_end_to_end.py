@@ -21,6 +21,7 @@ from sklearn.datasets import load_breast_cancer, load_wine
 from tests.support.models import train
 from tests.support.net import Reply, send
 from tests.support.server import Server, start_server
+from tests.support.triton import infer_outputs
 
 DATASETS = {"wine": (load_wine, ()), "cancer": (load_breast_cancer, ("--impute", "mean"))}
 
@@ -112,13 +113,9 @@ def test_tritonclient_unmodified(served: tuple[Server, dict[str, Any]], name: st
     client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
     try:
         assert client.get_model_metadata(name)["inputs"][0]["shape"] == [-1, x.shape[1]]
-        tensor = triton.InferInput("input", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x, binary_data=binary)
-        result = client.infer(name, [tensor], outputs=[
-            triton.InferRequestedOutput("probabilities", binary_data=binary),
-            triton.InferRequestedOutput("class", binary_data=binary)])
-        np.testing.assert_array_equal(result.as_numpy("probabilities"), probabilities)
-        np.testing.assert_array_equal(result.as_numpy("class"), classes)
+        tensor, answered, answered_classes = infer_outputs(client, name, x, binary)
+        np.testing.assert_array_equal(answered, probabilities)
+        np.testing.assert_array_equal(answered_classes, classes)
         top = triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=2)
         best = client.infer(name, [tensor], outputs=[top]).as_numpy("probabilities")
         labels = metadata["class_labels"]

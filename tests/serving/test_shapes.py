@@ -26,6 +26,7 @@ from tests.support.models import (SHAPES, class_labels, feature_names, linear_me
                                   linear_model_bytes)
 from tests.support.net import Reply, send
 from tests.support.server import Server
+from tests.support.triton import infer_outputs
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 NAMES = list(SHAPES)
@@ -227,13 +228,9 @@ def test_tritonclient_unmodified(shapes_server: Server, references: dict[str, Re
         assert metadata["inputs"][0]["shape"] == [-1, ref.n_features]
         config = client.get_model_config(name)
         assert config["output"][0]["dims"] == [-1, ref.n_classes]
-        tensor = triton.InferInput("input", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x, binary_data=binary)
-        result = client.infer(name, [tensor], outputs=[
-            triton.InferRequestedOutput("probabilities", binary_data=binary),
-            triton.InferRequestedOutput("class", binary_data=binary)])
-        np.testing.assert_array_equal(result.as_numpy("probabilities"), probabilities)
-        np.testing.assert_array_equal(result.as_numpy("class"), classes)
+        tensor, answered, answered_classes = infer_outputs(client, name, x, binary)
+        np.testing.assert_array_equal(answered, probabilities)
+        np.testing.assert_array_equal(answered_classes, classes)
         k = min(3, ref.n_classes)
         result = client.infer(name, [tensor], outputs=[
             triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=k)])
