@@ -307,7 +307,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
                         result["worst_per_event"]), key=lambda ew: -ew[1])[:10]
     for event, worst_ms in sorted(events, key=lambda ew: ew[0]["at"]):
         message = event["message"].split(" from ")[0] + (
-            " in" + event["message"].split(" in ", 1)[1] if " in " in event["message"] else "")
+            " in " + event["message"].split(" in ", 1)[1] if " in " in event["message"] else "")
         print(f"  {event['at'] - result['started']:6.2f} {worst_ms:7.2f}  pid {event['pid']}: "
               f"{message}")
     print("the workers' garbage collections of generation 2 or of >= 1 ms (s after start, pid, "
