@@ -72,9 +72,9 @@ def post_worker_init(worker: Any) -> None:
         host = "127.0.0.1" if address[0] in ("0.0.0.0", "::", "") else address[0]
         url = f"http://{f'[{host}]' if ':' in host else host}:{address[1]}"
     model = repository.predict_model
-    features = len(repository.models[model].latest.feature_names) if model in \
-        repository.models and repository.models[model].latest else 4
-    row = [5.1, 3.5, 1.4, 0.2] if features == 4 else [0.0] * features
+    state = repository.models.get(model) if model else None
+    # The model's own example row (its F values), as its error messages show it.
+    row = state.latest.shape.row_example if state and state.latest else "[5.1, 3.5, 1.4, 0.2]"
     print(f"softserve ready on {url} ({worker.cfg.workers} workers; models: "
           f"{', '.join(sorted(repository.models)) or 'none yet'}"
           f"{f'; POST /predict serves {model}' if model else ''})\n"
