@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modelrepo import CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, imputes, signature
+from modelrepo import CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, imputes
 from serving.codecs import ModelShape
 
 # No usage telemetry from a model server (also ORT_DISABLE_TELEMETRY=1 in gunicorn.conf.py).
@@ -34,10 +34,11 @@ class LoadedModel:
         run it once on a row of zeros, so the first request does not pay for the session's
         first run and a graph that loads but cannot run is never served.
 
-        ``timings`` holds the seconds each step took ("session", "warm-up").
-        Raises BrokenVersion if onnxruntime cannot load or run the graph, its tensor signature
-        differs from the metadata's, or the metadata's from the contract's for its shape (F
-        features, K classes), or its answer to one row has the wrong shape.
+        ``metadata`` is as ``modelrepo.read_version`` checked it (its signature is the
+        contract's for its F features and K classes). ``timings`` holds the seconds each step
+        took ("session", "warm-up"). Raises BrokenVersion if onnxruntime cannot load or run the
+        graph, its tensor signature differs from the metadata's, or its answer to one row has
+        the wrong shape.
         """
         started = time.perf_counter()
         options = ort.SessionOptions()
@@ -52,24 +53,17 @@ class LoadedModel:
             raise BrokenVersion(path, f"onnxruntime cannot load model.onnx: {exc}") from None
         found = (_signature(self.session.get_inputs()), _signature(self.session.get_outputs()))
         declared = (metadata["inputs"], metadata["outputs"])
-        n_features, n_classes = len(metadata["feature_names"]), len(metadata["class_labels"])
-        try:
-            expected = signature(n_features, n_classes)
-        except ValueError as exc:
-            raise BrokenVersion(path, str(exc)) from None
-        if found != declared or declared != expected:
+        if found != declared:
             raise BrokenVersion(path, f"model.onnx tensors {found} differ from metadata {declared}")
         self.name = name
         self.version = str(version)  # versions are strings on the wire, as in V2
-        self.number = version
-        self.path = path
         self.metadata = metadata
         self.feature_names: list[str] = list(metadata["feature_names"])
         self.class_labels: list[str] = list(metadata["class_labels"])
-        self.n_features, self.n_classes = n_features, n_classes
+        self.n_features, self.n_classes = len(self.feature_names), len(self.class_labels)
         self.impute = imputes(metadata)
         # What the codecs check requests against, worked out once for every request.
-        self.shape = ModelShape(name, self.feature_names, n_classes, self.impute)
+        self.shape = ModelShape(name, self.feature_names, self.n_classes, self.impute)
         self._outputs = [PROBABILITIES, CLASS]
         loaded = time.perf_counter()
         self._warm_up(path)

@@ -53,14 +53,15 @@ class ModelShape:
     are accepted and passed on as NaN), and the texts its error messages use.
     """
 
-    __slots__ = ("model", "feature_names", "n_features", "n_classes", "impute", "names_text",
-                 "expected_rows", "row_example", "instances_example", "input_spec",
+    __slots__ = ("model", "feature_names", "feature_set", "n_features", "n_classes", "impute",
+                 "names_text", "expected_rows", "row_example", "instances_example", "input_spec",
                  "tensor_example", "infer_example", "row_values")
 
     def __init__(self, model: str, feature_names: Sequence[str], n_classes: int,
                  impute: bool = False) -> None:
         self.model = model
         self.feature_names: tuple[str, ...] = tuple(feature_names)
+        self.feature_set = frozenset(self.feature_names)  # the keys a row object must have
         self.n_features = width = len(self.feature_names)
         self.n_classes = n_classes
         self.impute = impute

@@ -94,7 +94,7 @@ def decode_instances(body: bytes, shape: ModelShape, max_rows: int) -> np.ndarra
 def _rows_from_objects(rows: list[Any], shape: ModelShape) -> list[Any]:
     """Rows given as objects, as tuples of values in feature order. Raises BadRequest."""
     names = shape.feature_names
-    expected = set(names)
+    expected = shape.feature_set
     for i, row in enumerate(rows):
         if type(row) is not dict:
             raise BadRequest(

@@ -61,6 +61,15 @@ def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
         raise BadRequest(f"the request body is malformed: {exc}") from None
 
 
+def _account(environ: dict[str, Any], rows: int, started: float, decoded: float,
+             predicted: float) -> None:
+    """Leave an answered inference's rows and stage times (decode, infer, encode — which ends
+    now) in the request record, for the statistics and the access log."""
+    record = environ[RECORD_KEY]
+    record.rows, record.encode_seconds = rows, perf_counter() - predicted
+    record.decode_seconds, record.infer_seconds = decoded - started, predicted - decoded
+
+
 class Inference:
     def __init__(self, config: Config, repository: ModelRepository) -> None:
         self.config = config
@@ -96,9 +105,7 @@ class Inference:
         predicted = perf_counter()
         out = codecs.encode_predictions(model.name, model.version, probabilities, classes,
                                         model.class_labels)
-        record = environ[RECORD_KEY]
-        record.rows, record.encode_seconds = len(rows), perf_counter() - predicted
-        record.decode_seconds, record.infer_seconds = decoded - started, predicted - decoded
+        _account(environ, len(rows), started, decoded, predicted)
         return out, _JSON_HEADERS
 
     def infer(self, environ: dict[str, Any], name: str, version: str | None = None) -> Answer:
@@ -114,7 +121,5 @@ class Inference:
         predicted = perf_counter()
         out, headers = codecs.encode_infer(model.name, model.version, request, probabilities,
                                            classes, model.class_labels)
-        record = environ[RECORD_KEY]
-        record.rows, record.encode_seconds = len(request.inputs), perf_counter() - predicted
-        record.decode_seconds, record.infer_seconds = decoded - started, predicted - decoded
+        _account(environ, len(request.inputs), started, decoded, predicted)
         return out, list(headers.items())
