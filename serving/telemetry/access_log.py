@@ -10,6 +10,7 @@ WSGI app has none, and its worker writes nothing of the kind.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 import uuid
@@ -23,14 +24,18 @@ from serving.telemetry.recording import Telemetry
 
 ACCESS_LOG_BUFFER = "access_log_buffer"
 
+log = logging.getLogger("softserve.after")
+
 
 @runtime_checkable
 class AccessLogBuffer(Protocol):
     """What a worker may ask of the app it serves about its access log."""
 
     def buffer_access_log(self) -> Callable[[], None]:
-        """From now on, hold access-log lines until the returned function is called (the
-        worker calls it before each wait for events). Raises nothing."""
+        """From now on, hold access-log lines — and the work requests left for after their
+        answer (``RequestRecord.after_answer``) — until the returned function is called (the
+        worker calls it before each wait for events, so after the answers went out). The
+        returned function raises nothing of the tasks'. Raises nothing."""
         ...
 
 
@@ -80,6 +85,29 @@ class _RequestIds:
 _PIPE_BUF = 4096
 
 
+def run_after_answer(tasks: list[Callable[[], None]]) -> None:
+    """Run what requests left for after their answers; a task that raises is logged, and the
+    others still run. Raises nothing."""
+    for task in tasks:
+        try:
+            task()
+        except Exception:  # noqa: BLE001 — never the client's business, never the worker's end
+            log.exception("a task run after an answer failed")
+
+
+class _Answered(list[bytes]):
+    """An answer's body chunks whose ``close`` (called by the WSGI server once it has sent
+    them) runs the request's after-answer tasks: for servers other than softserve's worker."""
+
+    def __init__(self, chunks: list[bytes], tasks: list[Callable[[], None]]) -> None:
+        super().__init__(chunks)
+        self._tasks = tasks
+
+    def close(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        run_after_answer(tasks)
+
+
 def _write_all(data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -102,15 +130,22 @@ class ObservedApp:
         self._clock = _Clock()
         self._ids = _RequestIds()
         self._pending: list[bytes] | None = None  # access-log lines not yet written, if buffered
+        self._tasks: list[Callable[[], None]] = []  # after-answer work, if buffered
 
     def buffer_access_log(self) -> Callable[[], None]:
-        """Hold access-log lines until the returned function is called, instead of one write(2)
-        per request (~10 µs here). softserve's worker calls it before each wait for events, so
-        the lines still go out as soon as the worker is idle for an instant."""
+        """Hold access-log lines and after-answer tasks until the returned function is called,
+        instead of one write(2) per request (~10 µs here) and instead of running the tasks on
+        the client's time. softserve's worker calls it before each wait for events, so the
+        lines still go out as soon as the worker is idle for an instant."""
         self._pending = []
         return self.flush_access_log
 
     def flush_access_log(self) -> None:
+        """Run the held after-answer tasks, then write the held access-log lines. Raises what
+        writing to standard output raises, nothing of the tasks'."""
+        if self._tasks:
+            tasks, self._tasks = self._tasks, []
+            run_after_answer(tasks)
         pending = self._pending
         if not pending:
             return
@@ -133,6 +168,7 @@ class ObservedApp:
         if not request_id or len(request_id) > 200 or not request_id.isprintable():
             request_id = self._ids.new()
         record = environ[RECORD_KEY] = RequestRecord(environ.get("REQUEST_METHOD", ""))
+        record.request_id = request_id
         status_line: list[str] = []
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -179,4 +215,9 @@ class ObservedApp:
                 os.write(1, line)
             else:
                 self._pending.append(line)
+        if record.after is not None:
+            if self._pending is not None:  # softserve's worker: run before it next waits
+                self._tasks += record.after
+            else:
+                return _Answered(chunks, record.after)
         return chunks

@@ -10,6 +10,7 @@ rely on finding it. This module imports no web framework.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 RECORD_KEY = "softserve.record"
@@ -33,3 +34,17 @@ class RequestRecord:
     seconds: float = 0.0  # from receiving the request to its response body
     request_bytes: int = 0  # as its Content-Length declared
     response_bytes: int = 0
+    request_id: str = ""  # the X-Request-ID answered (the client's, or one made up)
+    # Work to do once the answer is on its way (a shadow model's run, a prediction-log record):
+    # see ``after_answer``. None until a stage adds some.
+    after: list[Callable[[], None]] | None = None
+
+    def after_answer(self, task: Callable[[], None]) -> None:
+        """Run ``task`` after this request's answer is sent, never before and never on the
+        client's time: softserve's worker runs it before it next waits for events; any other
+        WSGI server when it closes the response (PEP 3333 ``close``). A task that raises is
+        logged (logger ``softserve.after``) and never reaches the client."""
+        if self.after is None:
+            self.after = [task]
+        else:
+            self.after.append(task)

@@ -4,6 +4,7 @@ V2 statistics, JSON access logs with request ids, and a killed worker's gauges g
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -219,6 +220,62 @@ def test_buffered_access_log_waits_for_the_flush_and_loses_nothing(
     assert [json.loads(line)["path"] for line in lines] == [f"/x/{i}" for i in range(100)]
     flush()
     assert capfd.readouterr().out == ""
+
+
+def _app_leaving_tasks(done: list[str]):
+    """A WSGI app whose requests leave two tasks for after their answer: one that raises,
+    one that records the path — the second must run although the first failed."""
+    from serving.telemetry.record import RECORD_KEY
+
+    def app(environ: dict, start_response) -> list[bytes]:
+        record = environ[RECORD_KEY]
+
+        def fails() -> None:
+            raise RuntimeError("a shadow model failed")
+
+        record.after_answer(fails)
+        record.after_answer(lambda: done.append(environ["PATH_INFO"]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+    return app
+
+
+def test_after_answer_tasks_wait_for_the_workers_flush_and_never_fail_the_answer(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Under softserve's worker (buffered), a request's after-answer tasks run at the flush
+    the worker makes before it waits, not while the answer is built; a failing one is logged
+    and neither stops the others nor changes the answer."""
+    from serving.telemetry.access_log import ObservedApp
+
+    done: list[str] = []
+    observed = ObservedApp(_app_leaving_tasks(done), None, access_log=False)
+    flush = observed.buffer_access_log()
+    for i in range(3):
+        assert list(observed({"REQUEST_METHOD": "GET", "PATH_INFO": f"/x/{i}"},
+                             lambda *a: None)) == [b"ok"]
+    assert done == []
+    with caplog.at_level(logging.ERROR, logger="softserve.after"):
+        flush()
+    assert done == ["/x/0", "/x/1", "/x/2"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "a task run after an answer failed"] * 3
+    flush()
+    assert done == ["/x/0", "/x/1", "/x/2"]
+
+
+def test_after_answer_tasks_run_when_another_server_closes_the_answer() -> None:
+    """Under any other WSGI server the tasks run at the body's close(), which PEP 3333 servers
+    call once the body is sent — not before."""
+    from serving.telemetry.access_log import ObservedApp
+
+    done: list[str] = []
+    observed = ObservedApp(_app_leaving_tasks(done), None, access_log=False)
+    body = observed({"REQUEST_METHOD": "GET", "PATH_INFO": "/y"}, lambda *a: None)
+    assert list(body) == [b"ok"] and done == []
+    body.close()
+    assert done == ["/y"]
+    body.close()
+    assert done == ["/y"]
 
 
 def test_close_stops_the_flush_thread_and_flushes_what_is_pending() -> None:
