@@ -1,4 +1,5 @@
-"""``python -m modelrepo``: list a model's versions, roll it back, restore — without torch.
+"""``python -m modelrepo``: list a model's versions, roll it back, restore, import an ONNX
+classifier — without torch (``import`` needs onnx: ``pip install 'softserve[import]'``).
 
 The server picks up a rollback or a restore at its next poll: no restart. Retired versions are
 renamed ``retired-<N>`` (Triton ignores such names too), never deleted, and their numbers never
@@ -135,6 +136,73 @@ def cmd_restore(repository: Path, model: str, version: int) -> int:
     return 0
 
 
+def cmd_import(repository: Path, args: argparse.Namespace) -> int:
+    """``import``: check, rewrite and publish an ONNX classifier (see modelrepo/importer.py)."""
+    try:  # onnx is the import extra's, not the serving environment's: import it only here
+        from modelrepo import importer
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from modelrepo.gate import GateFailed
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        modelrepo.check_model_name(args.name)
+        imported = importer.import_model(
+            args.model_file, labels=args.labels, features=args.features, sample=args.sample,
+            label_column=args.label_column, scores=args.scores,
+            probabilities_output=args.probabilities_output, max_bytes=args.max_bytes, say=say)
+        for note in imported.notes:
+            print(note, file=sys.stderr)
+        published = importer.publish_import(imported, repository, args.name,
+                                            max_regression=args.max_regression,
+                                            force=args.force, dry_run=args.dry_run, say=say)
+    except importer.ImportRefused as exc:
+        print(f"error: {args.model_file.name}: {exc}; nothing was published", file=sys.stderr)
+        return 2
+    except GateFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenVersion as exc:
+        print(f"error: the metadata does not satisfy the contract: {exc.reason}; nothing was "
+              "published", file=sys.stderr)
+        return 2
+    if published is None:
+        print(f"Dry run: would publish {args.name} to {repository}")
+        return 0
+    print(f"published {args.name} version {published.version} -> {published.path}")
+    print(f"{args.name} version {published.version} is live (servers switch at their next poll)")
+    return 0
+
+
+IMPORT_DESCRIPTION = """\
+Import an ONNX classifier trained anywhere (scikit-learn via skl2onnx, PyTorch via
+torch.onnx.export, any exporter) as the next version of NAME, served like a trained one.
+
+Accepted: one numeric input [batch, F] (FP32; FP64/integers are cast inside the graph) and
+either one [batch, K] float output of logits or probabilities, or skl2onnx's classifier
+outputs (label + probabilities; a ZipMap is unwrapped). The graph is rewritten to the served
+signature: input "input" FP32 [-1, F]; outputs "probabilities" FP32 [-1, K] (a Softmax added
+for logits) and "class" INT64 [-1] (ArgMax); external data is inlined, onnx.checker's full
+check must pass and onnxruntime must load it. The wrapped and the original graph are compared
+on the --sample rows (or 64 synthetic rows): parity within 1e-5 or nothing is published.
+
+Logits or probabilities: --scores, else the --sample's values (rows in [0, 1] summing to 1),
+else the graph (a Softmax or an ai.onnx.ml classifier makes them), confirmed on synthetic rows.
+Class labels: --labels, else those in the graph (skl2onnx), else 0..K-1. Feature names:
+--features, else the --sample's header, else x1..xF.
+
+Refused, with nothing published: pickle/joblib files (never unpickled: export to ONNX),
+anything not ONNX, several inputs, a non-numeric input, an input whose feature dimension is not
+fixed, outputs it cannot interpret, an opset or operator domain onnxruntime cannot run, a file
+over --max-bytes, --labels/--features counts that disagree with the model.
+
+Needs the onnx package: pip install 'softserve[import]' (torch is never needed).
+Exit status: 0 published, 1 promotion gate refused, 2 refused (or bad arguments)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modelrepo",
@@ -160,7 +228,41 @@ def build_parser() -> argparse.ArgumentParser:
     p_restore.add_argument("model")
     p_restore.add_argument("version", type=int, metavar="N",
                            help="the retired version to restore (see: list)")
-    for p in (p_list, p_back, p_restore):
+    p_import = sub.add_parser(
+        "import", help="import an ONNX classifier (scikit-learn, PyTorch, ...) as the next "
+        "version of a model (needs: pip install 'softserve[import]')",
+        description=IMPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_import.add_argument("model_file", type=Path, metavar="MODEL.onnx",
+                          help="the ONNX file (external data files next to it)")
+    p_import.add_argument("--name", required=True, help="the model to publish a version of")
+    p_import.add_argument("--labels", metavar="A,B,...",
+                          help="class labels in the model's output order (K names)")
+    p_import.add_argument("--features", metavar="F1,F2,...",
+                          help="feature names in the model's input order (F names); with "
+                          "--sample, the columns to read")
+    p_import.add_argument("--sample", type=Path, metavar="DATA.csv",
+                          help="CSV with a header: F feature columns and optionally a label "
+                          "column; parity, accuracy, confusion matrix and the promotion gate "
+                          "run on it")
+    p_import.add_argument("--label-column", metavar="NAME",
+                          help="the --sample's label column (default: the one column that "
+                          "is not a feature)")
+    p_import.add_argument("--scores", choices=("logits", "probabilities"),
+                          help="what the scores output holds (default: detected)")
+    p_import.add_argument("--probabilities-output", metavar="NAME",
+                          help="the output holding the scores, when several could")
+    p_import.add_argument("--max-bytes", type=int, default=modelrepo.MAX_MODEL_BYTES,
+                          metavar="N", help="refuse larger files (default: %(default)s, "
+                          "protobuf's limit)")
+    p_import.add_argument("--max-regression", type=float, default=0.02, metavar="X",
+                          help="promotion gate: refuse a version whose accuracy on the "
+                          "labelled --sample is worse than the served one's by more than X "
+                          "(default: %(default)s)")
+    p_import.add_argument("--force", action="store_true",
+                          help="publish even when the promotion gate refuses (recorded)")
+    p_import.add_argument("--dry-run", action="store_true",
+                          help="check and rewrite, publish nothing")
+    for p in (p_list, p_back, p_restore, p_import):
         p.add_argument("--artifacts", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                        help="model repository (as above)")
     return parser
@@ -174,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(repository, args.model)
         if args.command == "restore":
             return cmd_restore(repository, args.model, args.version)
+        if args.command == "import":
+            return cmd_import(repository, args)
         return cmd_rollback(repository, args.model, args.to)
     except RepositoryError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,19 +9,14 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnxruntime as ort
-
-from modelrepo import (CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, Published,
-                       publish_version, read_version, signature, version_dirs)
+from modelrepo import Published, gate, publish_version, signature
+# The promotion gate lives in modelrepo (torch-free: the import command runs it too); these
+# names stay importable from here.
+from modelrepo.gate import GateFailed, latest_valid_version, shape_changes  # noqa: F401
 from training.data import Dataset
 from training.train import FitResult, TrainConfig
 
 LOSS_CURVE_FILE = "loss_curve.png"
-
-
-class GateFailed(Exception):
-    """A candidate that must not be published; the message says which gate and by how much."""
 
 
 @dataclass
@@ -103,87 +98,20 @@ def publish(candidate: Candidate, repository: Path, model_name: str,
                            extra_files={LOSS_CURVE_FILE: loss_curve_png})
 
 
-def latest_valid_version(model_dir: Path) -> tuple[int, dict[str, Any], bytes] | None:
-    """The version a server would serve now (highest valid), or None."""
-    for number, path in sorted(version_dirs(model_dir).items(), reverse=True):
-        try:
-            metadata, model_bytes = read_version(path)
-        except BrokenVersion:
-            continue
-        return number, metadata, model_bytes
-    return None
-
-
-def _accuracy(model_bytes: bytes, rows: np.ndarray, labels: np.ndarray) -> float:
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    _, classes = session.run([PROBABILITIES, CLASS], {INPUT_NAME: rows})
-    return float(np.mean(classes == labels))
-
-
-def _listed(names: list[str], most: int = 5) -> str:
-    shown = ", ".join(repr(n) for n in names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def shape_changes(before: list[str], after: list[str], what: str, unit: str,
-                  number: int) -> list[str]:
-    """How a candidate's feature names or class labels differ from version ``number``'s, in
-    one line (the count, then which names came and went, or moved); [] when equal."""
-    if before == after:
-        return []
-    added = [n for n in after if n not in set(before)]
-    removed = [n for n in before if n not in set(after)]
-    line = f"{what} differ from version {number}'s: "
-    if len(before) != len(after):
-        line += f"{len(after)} {unit} instead of {len(before)}"
-    else:
-        line += f"the same {len(after)} {unit}"
-    if added or removed:
-        line += "".join([f", new {_listed(added)}" if added else "",
-                         f", gone {_listed(removed)}" if removed else ""])
-    else:
-        line += ", in another order"
-    return [line]
-
-
 def check_promotion(candidate: Candidate, model_dir: Path, max_regression: float,
                     force: bool) -> dict[str, Any] | None:
     """The promotion gate against the version served now; None when there is none.
 
     Both models run through onnxruntime on the candidate's validation split (all of its
-    rows when it has none). Returns the figures for metadata.json. Raises GateFailed when the
-    candidate is worse by more than ``max_regression`` or its feature names or class labels
-    differ — unless ``force``, in which case the override is recorded.
+    rows when it has none): :func:`modelrepo.gate.check_promotion`, which the import command
+    shares. Returns the figures for metadata.json. Raises GateFailed when the candidate is worse
+    by more than ``max_regression`` or its feature names or class labels differ — unless
+    ``force``, in which case the override is recorded.
     """
-    current = latest_valid_version(model_dir)
-    if current is None:
-        return None
-    number, metadata, model_bytes = current
     ds, split = candidate.dataset, candidate.fit.split
     rows_idx = split.validation if len(split.validation) else split.train
     which = "validation split" if len(split.validation) else "all training rows (no split)"
-    rows, truth = ds.features[rows_idx], ds.labels[rows_idx]
-    problems = [*shape_changes(metadata["feature_names"], ds.feature_names, "feature names",
-                               "features", number),
-                *shape_changes(metadata["class_labels"], ds.class_labels, "class labels",
-                               "classes", number)]
-    candidate_acc = _accuracy(candidate.model_bytes, rows, truth)
-    # Labels are compared by name: the current model's class index i means its label i.
-    current_acc = None
-    if not problems:
-        current_acc = _accuracy(model_bytes, rows, truth)
-        if candidate_acc < current_acc - max_regression:
-            problems.append(f"candidate accuracy {candidate_acc:.4f} is worse than version "
-                            f"{number}'s {current_acc:.4f} by more than --max-regression "
-                            f"{max_regression:g}")
-    record = {"against_version": number, "rows": f"{which} of {ds.source}, {len(rows)} rows",
-              "candidate_accuracy": candidate_acc, "current_accuracy": current_acc,
-              "max_regression": max_regression, "passed": not problems,
-              "problems": problems, "forced": bool(force and problems)}
-    if problems and not force:
-        changed = any(p.startswith(("feature names", "class labels")) for p in problems)
-        raise GateFailed("promotion gate: " + "; ".join(problems) + "; nothing was published ("
-                         + ("clients of this model send and read those: publish it under a new "
-                            "--model-name, or " if changed else "")
-                         + "--force overrides)")
-    return record
+    return gate.check_promotion(candidate.model_bytes, ds.feature_names, ds.class_labels,
+                                model_dir, ds.features[rows_idx], ds.labels[rows_idx],
+                                f"{which} of {ds.source}, {len(rows_idx)} rows",
+                                max_regression, force)
