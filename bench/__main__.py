@@ -16,12 +16,13 @@ Then wrk runs once per scenario, with the same threads, connections, duration an
 for every server: the no-op app with the single-row /predict request, softserve's own
 ``/v2/health/live``, single-row and 1000-row ``/predict``, V2 JSON and V2 binary ``/infer``,
 the same V2 JSON and binary ``/infer`` against the wide model (1 and 1000 rows of 64 features;
-softserve only), the baseline right after softserve on each scenario it supports (/predict and
-V2 JSON on iris). A
-concurrency sweep follows: single-row /predict and V2 JSON at 1, 4, 16 and 64 connections on
-softserve and the baseline. Writes docs/benchmarks.md (the issue 7 targets, met or not, and the
-tables) and docs/benchmarks.png (req/s and p99 against connections). A benchmark, not a test:
-``make bench`` runs it, ``make test`` does not.
+softserve only), the same V2 requests as iris's against ``forest``, a 100-tree scikit-learn
+random forest imported with ``python -m modelrepo import`` (issue 15; needs the test extra's
+scikit-learn and skl2onnx), the baseline right after softserve on each scenario it supports
+(/predict and V2 JSON on iris). A concurrency sweep follows: single-row /predict and V2 JSON
+at 1, 4, 16 and 64 connections on softserve and the baseline. Writes docs/benchmarks.md (the
+issue 7 targets, met or not, and the tables) and docs/benchmarks.png (req/s and p99 against
+connections). A benchmark, not a test: ``make bench`` runs it, ``make test`` does not.
 
     .venv/bin/python -m bench --help
     make bench                                 # everything, 10 s per scenario, 5 s per sweep point
@@ -52,12 +53,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL, log, repository_to_serve, run_main
+from bench import (FOREST_MODEL, WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL, log,
+                   repository_to_serve, run_main)
 from bench.measure import (NOOP_APP, Load, UvicornServer, gunicorn_settings, machine_facts,
                            measure, start_gunicorn)
 from bench.report import TARGET_P99_CONNECTIONS, Report, finish, load_report
-from bench.scenarios import (BASELINE_SCENARIOS, WIDE_SCENARIOS, Scenario, check_answers,
-                             scenarios, select_scenarios)
+from bench.scenarios import (BASELINE_SCENARIOS, FOREST_SCENARIOS, WIDE_SCENARIOS, Scenario,
+                             check_answers, scenarios, select_scenarios)
 from tests.support import ROOT
 from tests.support.models import served_version
 from tests.support.processes import proc_status
@@ -115,7 +117,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              'e.g. "--worker-class gthread --threads 4" (they override the '
                              'config file)')
     parser.add_argument("--scenarios", default="all",
-                        help="all, single, batch, wide, or a comma-separated list of: "
+                        help="all, single, batch, wide, forest, or a comma-separated list of: "
                              + ", ".join(s.name for s in scenarios())
                              + " (noop: the no-op app; the baseline runs the ones it answers: "
                              + ", ".join(BASELINE_SCENARIOS) + ")")
@@ -139,8 +141,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repository", type=Path,
                         help="serve this existing model repository (it must hold an 'iris' "
                              "model, the first published, and a 'wide' one (F = 64, K = 10) "
-                             "for the wide scenarios, which are left out of 'all' without "
-                             "it) instead of training one into a temporary directory")
+                             "for the wide scenarios, and a 'forest' one (an imported tree "
+                             "ensemble on iris's features) for the forest scenarios, which are "
+                             "left out of 'all' without them) instead of training one into a "
+                             "temporary directory")
     parser.add_argument("--markdown", type=Path, default=DOCS / "benchmarks.md",
                         help="report to write")
     parser.add_argument("--plot", type=Path, default=DOCS / "benchmarks.png", help="plot to write")
@@ -244,6 +248,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"no '{WIDE_MODEL}' model in {repository}: leaving out the wide scenarios")
             chosen = [s for s in chosen if s.name not in WIDE_SCENARIOS]
             plan = [run for run in plan if run[1].name not in WIDE_SCENARIOS]
+        if any(s.name in FOREST_SCENARIOS for s in chosen) and not _has_model(repository,
+                                                                              FOREST_MODEL):
+            # A given repository, or scikit-learn/skl2onnx missing (the test extra has them).
+            if args.scenarios != "all":
+                print(f"bench: the forest scenarios need a '{FOREST_MODEL}' model in "
+                      f"{repository} (an imported tree ensemble on iris's 4 features; "
+                      "pip install -e '.[test]' to let the bench make one)", file=sys.stderr)
+                return 2
+            log(f"no '{FOREST_MODEL}' model in {repository}: leaving out the forest scenarios")
+            chosen = [s for s in chosen if s.name not in FOREST_SCENARIOS]
+            plan = [run for run in plan if run[1].name not in FOREST_SCENARIOS]
         resolved = gunicorn_settings(extra, args.workers, tmp)
         control_socket = "off"
         if resolved.get("control_socket_disable") != "True":

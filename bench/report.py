@@ -14,8 +14,9 @@ from typing import Any
 
 from bench import log
 from bench.measure import NOISY, Result
-from bench import WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL
-from bench.scenarios import BASELINE_SCENARIOS, BATCH_ROWS, SHORT_NAMES, WIDE_SCENARIOS
+from bench import FOREST_MODEL, FOREST_TREES, WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL
+from bench.scenarios import (BASELINE_SCENARIOS, BATCH_ROWS, FOREST_SCENARIOS, SHORT_NAMES,
+                             WIDE_SCENARIOS)
 
 # The targets of issue 7 (and issue 14's wide batch), all measured within one run.
 TARGET_OF_NOOP = 0.85  # single-row /predict and V2 JSON req/s ÷ the no-op app's
@@ -347,7 +348,13 @@ def write_markdown(report: Report, path: Path, plot: Path | None) -> None:
                f"linear softmax classifier of {WIDE_FEATURES} features and {WIDE_CLASSES} "
                "classes with seeded random weights (issue 14), sent seeded random rows; the "
                "others to iris (4 features, 3 classes)."
-               if any(r.scenario in WIDE_SCENARIOS for r in report.results) else ""), "",
+               if any(r.scenario in WIDE_SCENARIOS for r in report.results) else "")
+            + (f" The rows marked forest go to `/v2/models/{FOREST_MODEL}/infer`, a "
+               f"scikit-learn random forest of {FOREST_TREES} trees fitted on iris, exported by "
+               "skl2onnx and published by `python -m modelrepo import` (issue 15), sent the "
+               "same iris rows as the linear iris model: the difference is what the ensemble "
+               "costs." if any(r.scenario in FOREST_SCENARIOS for r in report.results) else ""),
+            "",
             results_table(report.results), "",
             "- *non-2xx* is wrk's count of responses with a status >= 400; before each run the "
             "exact request is sent once to each server and its answer checked (200, the "

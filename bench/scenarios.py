@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL
+from bench import FOREST_MODEL, FOREST_TREES, WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL
 from tests.support import ROOT
 from tests.support.models import MODEL
 from tests.support.net import send
@@ -137,9 +137,11 @@ def v2_binary_body(rows: list[list[float]]) -> tuple[bytes, dict[str, str]]:
 
 WIDE_SCENARIOS = ("wide-v2-json-1", "wide-v2-binary-1", f"wide-v2-json-{BATCH_ROWS}",
                   f"wide-v2-binary-{BATCH_ROWS}")
+FOREST_SCENARIOS = ("forest-v2-json-1", "forest-v2-binary-1", f"forest-v2-json-{BATCH_ROWS}",
+                    f"forest-v2-binary-{BATCH_ROWS}")
 SCENARIO_ORDER = ["noop", "live", "predict-1", "v2-json-1", "v2-binary-1",
                   f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}",
-                  *WIDE_SCENARIOS]
+                  *WIDE_SCENARIOS, *FOREST_SCENARIOS]
 
 
 def scenarios() -> list[Scenario]:
@@ -174,6 +176,15 @@ def scenarios() -> list[Scenario]:
         out.append(Scenario(f"wide-v2-binary-{suffix}", f"V2 binary infer, {label}, {shape}",
                             "POST", wide_path, body, headers, n,
                             _check_v2_binary(n, WIDE_CLASSES)))
+        # The imported tree ensemble, sent the iris rows the linear iris model gets.
+        forest_path = f"/v2/models/{FOREST_MODEL}/infer"
+        forest = f"{FOREST_TREES}-tree forest (imported)"
+        out.append(Scenario(f"forest-v2-json-{suffix}", f"V2 JSON infer, {label}, {forest}",
+                            "POST", forest_path, v2_json_body(rows), json_headers, n,
+                            _check_v2_json(n), classes=_v2_json_classes))
+        body, headers = v2_binary_body(rows)
+        out.append(Scenario(f"forest-v2-binary-{suffix}", f"V2 binary infer, {label}, {forest}",
+                            "POST", forest_path, body, headers, n, _check_v2_binary(n)))
     return sorted(out, key=lambda s: SCENARIO_ORDER.index(s.name))
 
 
@@ -190,6 +201,10 @@ SHORT_NAMES = {
     "wide-v2-binary-1": f"V2 binary, 1 row, F = {WIDE_FEATURES}",
     f"wide-v2-json-{BATCH_ROWS}": f"V2 JSON, {BATCH_ROWS} rows, F = {WIDE_FEATURES}",
     f"wide-v2-binary-{BATCH_ROWS}": f"V2 binary, {BATCH_ROWS} rows, F = {WIDE_FEATURES}",
+    "forest-v2-json-1": "V2 JSON, 1 row, forest",
+    "forest-v2-binary-1": "V2 binary, 1 row, forest",
+    f"forest-v2-json-{BATCH_ROWS}": f"V2 JSON, {BATCH_ROWS} rows, forest",
+    f"forest-v2-binary-{BATCH_ROWS}": f"V2 binary, {BATCH_ROWS} rows, forest",
 }
 
 SCENARIO_GROUPS = {
@@ -197,12 +212,13 @@ SCENARIO_GROUPS = {
     "single": ["noop", "live", "predict-1", "v2-json-1", "v2-binary-1"],
     "batch": ["live", f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}"],
     "wide": list(WIDE_SCENARIOS),
+    "forest": list(FOREST_SCENARIOS),
 }
 
 
 def select_scenarios(spec: str) -> list[Scenario]:
-    """Scenarios named by ``spec``: a group (all, single, batch, wide) or a comma-separated
-    list. Raises SystemExit for an unknown name."""
+    """Scenarios named by ``spec``: a group (all, single, batch, wide, forest) or a
+    comma-separated list. Raises SystemExit for an unknown name."""
     every = scenarios()
     names = SCENARIO_GROUPS.get(spec, [n.strip() for n in spec.split(",") if n.strip()])
     if names is None:
