@@ -19,13 +19,16 @@ from modelrepo import BrokenVersion, RepositoryError
 
 def _describe(metadata: dict[str, Any]) -> str:
     metrics = metadata.get("metrics", {})
-    held_out = metrics.get("validation") or metrics.get("train") or {}
-    which = "val" if metrics.get("validation") else "train"
+    held_out = metrics.get("validation") or metrics.get("train") or metrics.get("sample") or {}
+    which = "val" if metrics.get("validation") else "train" if metrics.get("train") else (
+        "sample" if metrics.get("sample") else "no")  # an import: its --sample, if any
     parity = metadata.get("parity", {}).get("max_abs_diff")
     restored = metadata.get("restored_from")
     return (f"{metadata.get('created_at', '?'):25}  {which} acc {held_out.get('accuracy', 0):.4f}  "
             f"parity {parity if parity is None else f'{parity:.2g}'}  "
             f"data {metadata.get('data', {}).get('source', '?')}"
+            + (f"  (imported from {metadata['source'].get('file')})"
+               if isinstance(metadata.get("source"), dict) else "")
             + (f"  (restored from {restored.get('version')})" if isinstance(restored, dict)
                else ""))
 
