@@ -465,3 +465,42 @@ def test_the_command_never_imports_torch_and_serving_never_imports_onnx(
     assert done.returncode == 2
     assert "pip install 'softserve[import]'" in done.stderr
     assert modelrepo.version_dirs(repository / "rf").keys() == {1}
+
+
+def test_an_integer_input_is_cast_inside_the_graph(tmp_path: Path) -> None:
+    """A model that takes INT64 features gets a Cast from the served FP32 input."""
+    w = np.arange(F * K, dtype=np.float32).reshape(F, K) / 10
+    path = tmp_path / "ints.onnx"
+    path.write_bytes(_graph_model(
+        [helper.make_tensor_value_info("counts", TensorProto.INT64, ["N", F])],
+        [_float("scores", ["N", K])],
+        [helper.make_node("Cast", ["counts"], ["c"], to=TensorProto.FLOAT),
+         helper.make_node("MatMul", ["c", "W"], ["scores"])],
+        initializers=[onnx.numpy_helper.from_array(w, "W")]))
+    repository = tmp_path / "repository"
+    assert run_import(repository, str(path), "--name", "ints", "--scores", "logits") == 0
+    metadata, model_bytes = modelrepo.read_version(repository / "ints" / "1")
+    assert metadata["source"]["input"] == {"name": "counts", "datatype": "INT64"}
+    assert metadata["source"]["scores"]["decided_by"] == "--scores"
+    assert metadata["source"]["added_nodes"][0] == "Cast to INT64"
+    counts = np.random.default_rng(2).integers(0, 5, (20, F))
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    probabilities, classes = session.run(["probabilities", "class"],
+                                         {"input": counts.astype(np.float32)})
+    logits = counts @ w.astype(np.float64)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    assert np.max(np.abs(probabilities - expected)) <= LINEAR_TOLERANCE
+    assert list(classes) == list(expected.argmax(1))
+
+
+def test_help_names_the_extra_and_the_refusals(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["import", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "pip install 'softserve[import]'" in text
+    for option in ("--name", "--labels", "--features", "--sample", "--scores",
+                   "--probabilities-output", "--force", "--max-bytes", "--dry-run"):
+        assert option in text
+    assert "never unpickled" in text
