@@ -338,7 +338,8 @@ def _find_scores(model: Any, chosen: str | None) -> _Scores:
         raise ImportRefused(
             f"none of the model's outputs holds scores: {described}; expected one [batch, K] "
             "float tensor of logits or probabilities (and optionally a label tensor), or "
-            "skl2onnx's classifier outputs (label and probabilities, ZipMap or not)")
+            "skl2onnx's classifier outputs (label and probabilities, ZipMap or not; to export "
+            "without ZipMap: to_onnx(model, X, options={id(model): {'zipmap': False}}))")
     if len(candidates) > 1:
         raise ImportRefused(
             "several outputs could hold the scores: "
@@ -796,7 +797,7 @@ def import_model(path: Path, *, labels: str | Sequence[str] | None = None,
         "inputs": inputs,
         "outputs": outputs,
         "missing_values": "refuse",
-        "model": {"opset": opsets.get("ai.onnx", 0),
+        "model": {"opset": _opsets(wrapped).get("ai.onnx", 0),
                   "exporter": f"imported: {model.producer_name or 'unknown producer'} "
                               f"{model.producer_version}".strip()},
         "libraries": _library_versions(),

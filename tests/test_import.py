@@ -37,7 +37,7 @@ import modelrepo
 from modelrepo.__main__ import main
 from tests.support import ROOT
 from tests.support.models import publish_linear_model
-from tests.support.net import send
+from tests.support.net import send, wait_until
 from tests.support.server import Server, start_server
 from tests.support.triton import infer_outputs
 
@@ -127,7 +127,7 @@ def imports(tmp_path_factory: pytest.TempPathFactory) -> Imports:
 def imported_server(imports: Imports,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(imports.repository, tmp_path_factory.mktemp("import-logs"), workers=1,
-                       ready_path="/v2/health/ready", poll_seconds=None)
+                       ready_path="/v2/health/ready")
     yield srv
     assert srv.stop() == 0, srv.log()
 
@@ -204,6 +204,31 @@ def test_tritonclient_against_the_imported_forest(imports: Imports, imported_ser
     top2 = np.sort(expected, axis=1)[:, -2:]
     ties = np.abs(top2[:, 1] - top2[:, 0]) <= TIE
     assert not np.any((classes != model.predict(X_TEST)) & ~ties)
+
+
+def test_an_import_while_serving_is_picked_up_and_rolled_back(imports: Imports,
+                                                              imported_server: Server) -> None:
+    """Versions, hot reload and rollback work for imports as for trained models: "late" is
+    imported into the running server's repository twice, then rolled back to version 1."""
+    def serves(number: int) -> None:
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, F], "datatype": "FP32",
+                                       "data": X_TEST[0].tolist()}]}).encode()
+        reply = send(imported_server.port, "POST", "/v2/models/late/infer", body,
+                     {"Content-Type": "application/json"})
+        assert reply.status == 200 and json.loads(reply.body)["model_version"] == str(number)
+
+    for number, name in ((1, "lr"), (2, "gb")):
+        assert run_import(imports.repository, str(imports.files[name]), "--name", "late",
+                          "--sample", str(imports.sample)) == 0
+        wait_until(lambda n=number: serves(n), timeout=20)
+    gb = imports.models["gb"][0]
+    probabilities, _ = served(imported_server, "late", X_TEST)
+    assert np.max(np.abs(probabilities - gb.predict_proba(X_TEST))) <= TREE_TOLERANCE
+    assert main(["--artifacts", str(imports.repository), "rollback", "late"]) == 0
+    wait_until(lambda: serves(1), timeout=20)
+    lr = imports.models["lr"][0]
+    probabilities, _ = served(imported_server, "late", X_TEST)
+    assert np.max(np.abs(probabilities - lr.predict_proba(X_TEST))) <= LINEAR_TOLERANCE
 
 
 def test_string_labels_come_from_the_graph(tmp_path: Path) -> None:
