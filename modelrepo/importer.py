@@ -16,6 +16,7 @@ never unpickled: a pickle/joblib file is recognized by its first bytes and refus
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -163,12 +164,25 @@ def load_onnx(path: Path,
                             "in it; expected a file written by an ONNX exporter")
     uses_external = any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
     if uses_external:
+        # The external files' sizes first: an oversized model is refused before it is read.
+        files = {entry.value for t in model.graph.initializer
+                 if t.data_location == TensorProto.EXTERNAL
+                 for entry in t.external_data if entry.key == "location"}
+        listed = 0
+        for name in files:
+            with contextlib.suppress(OSError):
+                listed += os.stat(path.parent / name).st_size
+        if len(raw) + listed > max_bytes:
+            raise ImportRefused(f"{path.name} is {len(raw) + listed} bytes with its external "
+                                f"data, over the limit of {max_bytes} bytes (--max-bytes)")
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # OSError, or onnx's ValidationError for a path that leaves
+            # the model's folder (onnx refuses those itself)
             raise ImportRefused(f"{path.name} keeps weights in external data files that cannot "
                                 f"be read ({type(exc).__name__}: {exc}); keep them next to "
-                                "the .onnx file, as the exporter wrote them") from None
+                                "the .onnx file (inside its folder), as the exporter wrote "
+                                "them") from None
         total = sum(len(t.raw_data) for t in model.graph.initializer)
         if total > max_bytes:
             raise ImportRefused(f"{path.name}'s weights are {total} bytes with its external "

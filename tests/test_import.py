@@ -303,6 +303,10 @@ def test_external_data_is_inlined_and_logits_need_no_sample(tmp_path: Path) -> N
                     all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
     assert (folder / "weights.bin").stat().st_size == w.nbytes
     repository = tmp_path / "repository"
+    size = (folder / "gemm.onnx").stat().st_size
+    assert run_import(repository, str(folder / "gemm.onnx"), "--name", "gemm",
+                      "--max-bytes", str(size + 10)) == 2  # the file fits, its weights do not
+    assert not repository.exists()
     assert run_import(repository, str(folder / "gemm.onnx"), "--name", "gemm") == 0
     metadata, model_bytes = modelrepo.read_version(repository / "gemm" / "1")
     assert metadata["source"]["external_data_inlined"] is True
@@ -320,6 +324,26 @@ def test_external_data_is_inlined_and_logits_need_no_sample(tmp_path: Path) -> N
 
 
 # ------------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "missing.bin"])
+def test_external_data_outside_the_folder_or_missing_is_refused(
+        tmp_path: Path, location: str, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "outside.bin").write_bytes(np.ones((F, K), np.float32).tobytes())
+    weights = onnx.numpy_helper.from_array(np.ones((F, K), np.float32), "W")
+    weights.ClearField("raw_data")
+    weights.data_location = TensorProto.EXTERNAL
+    entry = weights.external_data.add()
+    entry.key, entry.value = "location", location
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = folder / "m.onnx"
+    path.write_bytes(_graph_model([_float("x", ["N", F])], [_float("y", ["N", K])],
+                                  [helper.make_node("MatMul", ["x", "W"], ["y"])],
+                                  initializers=[weights]))
+    assert run_import(tmp_path / "repository", str(path), "--name", "m") == 2
+    assert "external data files that cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "repository").exists()
 
 
 def _graph_model(inputs: list[Any], outputs: list[Any], nodes: list[Any],
