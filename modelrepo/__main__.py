@@ -20,11 +20,14 @@ from modelrepo import BrokenVersion, RepositoryError
 def _describe(metadata: dict[str, Any]) -> str:
     metrics = metadata.get("metrics", {})
     held_out = metrics.get("validation") or metrics.get("train") or metrics.get("sample") or {}
+    # An import has the accuracy on its labelled --sample, if it had one.
     which = "val" if metrics.get("validation") else "train" if metrics.get("train") else (
-        "sample" if metrics.get("sample") else "no")  # an import: its --sample, if any
+        "sample")
     parity = metadata.get("parity", {}).get("max_abs_diff")
     restored = metadata.get("restored_from")
-    return (f"{metadata.get('created_at', '?'):25}  {which} acc {held_out.get('accuracy', 0):.4f}  "
+    accuracy = (f"{which} acc {held_out.get('accuracy', 0):.4f}" if held_out
+                else "no accuracy     ")
+    return (f"{metadata.get('created_at', '?'):25}  {accuracy}  "
             f"parity {parity if parity is None else f'{parity:.2g}'}  "
             f"data {metadata.get('data', {}).get('source', '?')}"
             + (f"  (imported from {metadata['source'].get('file')})"
@@ -163,7 +166,8 @@ def cmd_import(repository: Path, args: argparse.Namespace) -> int:
                                             max_regression=args.max_regression,
                                             force=args.force, dry_run=args.dry_run, say=say)
     except importer.ImportRefused as exc:
-        print(f"error: {args.model_file.name}: {exc}; nothing was published", file=sys.stderr)
+        where = "" if str(exc).startswith(args.model_file.name) else f"{args.model_file.name}: "
+        print(f"error: {where}{exc}; nothing was published", file=sys.stderr)
         return 2
     except GateFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
