@@ -553,3 +553,13 @@ def test_help_names_the_extra_and_the_refusals(capsys: pytest.CaptureFixture[str
                    "--probabilities-output", "--force", "--max-bytes", "--dry-run"):
         assert option in text
     assert "never unpickled" in text
+
+
+@pytest.mark.parametrize(("name", "expected"), [("stats", "is reserved"),
+                                                ("../up", "invalid model name")])
+def test_the_name_rules_of_training_apply(imports: Imports, tmp_path: Path, name: str,
+                                          expected: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_import(tmp_path / "repository", str(imports.files["lr"]), "--name", name) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "repository").exists()
