@@ -24,6 +24,7 @@ from typing import Any
 
 import modelrepo
 from markupsafe import Markup
+from serving.config import PREFIX
 from serving.model import LoadedModel
 from serving.repository import ModelRepository, ModelState
 from serving.telemetry import Telemetry
@@ -433,9 +434,8 @@ class Views:
                 rows.append(VersionRow(number, "broken", state.broken[number], figures=figure,
                                        labels=labels))
             elif number in state.on_disk:
-                rows.append(VersionRow(
-                    number, "not loaded", f"only the newest {keep} valid versions are loaded "
-                    "(SOFTSERVE_KEEP_VERSIONS)", figures=figure, labels=labels))
+                rows.append(VersionRow(number, "not loaded", self._not_loaded_reason(keep),
+                                       figures=figure, labels=labels))
             else:
                 rows.append(VersionRow(number, "retired", "taken out of service (rollback); "
                                        "python -m modelrepo restore brings it back",
@@ -450,6 +450,11 @@ class Views:
                                                                         reverse=True)]
             view.drift = feature_drift(self.repository, state)
         return view
+
+    @staticmethod
+    def _not_loaded_reason(keep: int) -> str:
+        # the words of the repository index (POST /v2/repository/index), without its prefix
+        return f"only the newest {keep} valid versions are ({PREFIX}KEEP_VERSIONS)"
 
     def index(self) -> list[ModelView]:
         figures = self.figures()
