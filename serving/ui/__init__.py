@@ -78,27 +78,29 @@ def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handle
     if missing:
         raise RuntimeError(f"the page's files are missing from serving/ui/static: {missing}")
 
-    def page(template: str, title: str, **context: Any) -> Response:
-        started = time.perf_counter()
+    def page(template: str, title: str, started: float, **context: Any) -> Response:
         base = request.script_root  # the app may be mounted under a prefix
         html = env.get_template(template).render(
             base=base, title=title, version=__version__, metrics=telemetry is not None,
             predict_model=repository.predict_model, **context)
         return Response(html, mimetype="text/html", headers={
             "Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store",
-            # what rendering cost, for people and for bench.ui
+            # what building the page cost (view-model and template), for bench.ui and people
             "Server-Timing": f"render;dur={(time.perf_counter() - started) * 1e3:.2f}"})
 
     def ui_index() -> Response:
-        return page("index.html", "softserve", models=views.index(),
+        started = time.perf_counter()
+        return page("index.html", "softserve", started, models=views.index(),
                     ready=repository.ready())
 
     def ui_model(name: str) -> Response:
+        started = time.perf_counter()
         state = repository.state(name)  # 404 for an unknown model
-        return page("model.html", f"{name} · softserve",
+        return page("model.html", f"{name} · softserve", started,
                     model=views.model(state, views.figures([name]), details=True))
 
     def ui_compare(name: str) -> Response:
+        started = time.perf_counter()
         state = repository.state(name)
         a = _version_number(request.args.get("a"), "a")
         b = _version_number(request.args.get("b"), "b")
@@ -116,7 +118,7 @@ def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handle
         quiet = Figures(0, 0, None, "")  # metrics on, no request yet
         live = [None, None] if figures is None else \
             [figures.get((name, str(v)), quiet) for v in (a, b)]
-        return page("compare.html", f"{name} v{a} vs v{b} · softserve", name=name,
+        return page("compare.html", f"{name} v{a} vs v{b} · softserve", started, name=name,
                     versions=loaded, pair=pair, figures=live,
                     glance=compare_rows(pair[0], pair[1], live[0], live[1]))
 

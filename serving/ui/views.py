@@ -15,20 +15,25 @@ Two places wait for features built elsewhere and are filled only when present:
 from __future__ import annotations
 
 import datetime as dt
+import glob
+import json
 import math
+import os
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import modelrepo
 from markupsafe import Markup
+from prometheus_client.mmap_dict import MmapedDict
+
+import modelrepo
 from serving.config import PREFIX
 from serving.model import LoadedModel
 from serving.repository import ModelRepository, ModelState
 from serving.telemetry import Telemetry
-from serving.telemetry.statistics import model_stats
+from serving.telemetry.prometheus import LAST_INFERENCE, MODEL_REQUEST_SECONDS, MODEL_REQUESTS
 from serving.ui.charts import ConfusionMatrix, confusion_matrix, loss_curve_svg
 
 FLOAT32_LIMIT = "3.4028234e38"  # the form's min/max: what an FP32 input can hold
@@ -105,7 +110,8 @@ class ModelView:
     rows: list[VersionRow]
     predict_model: bool
     broken: int = 0
-    detail: VersionDetail | None = None  # the live version's
+    shape: tuple[int, int] | None = None  # the live version's features and classes
+    detail: VersionDetail | None = None  # the live version's, with details
     details: list[VersionDetail] = field(default_factory=list)  # every loaded one, newest first
     drift: list[DriftRow] | None = None
 
@@ -361,6 +367,59 @@ def feature_drift(repository: ModelRepository, state: ModelState) -> list[DriftR
 # ------------------------------------------------------------------------------- the pages
 
 
+# The three families the page's figures come from, as their keys start in prometheus-client's
+# multiprocess files (JSON: [family, sample, labels, help]).
+_KEY_PREFIXES = {f'["{name}", ': name for name in
+                 (MODEL_REQUESTS, MODEL_REQUEST_SECONDS, LAST_INFERENCE)}
+_Tally = dict[tuple[str, str], list[float]]  # (model, version) -> [ok, failed, ok seconds, last]
+
+
+def _tally(telemetry: Telemetry) -> _Tally:
+    """Every worker's requests, failures, seconds of the successful ones and last inference
+    time, per (model, version).
+
+    Under gunicorn, read straight from prometheus-client's multiprocess files with its own
+    reader, JSON-decoding only the keys of the three families above: merging every file with
+    MultiProcessCollector (as /metrics does) decodes every key of every metric, ~45 ms with
+    20 models x 10 versions where this takes a few (python -m bench.ui). Without multiprocess
+    files (in-process), this worker's registry. Raises OSError if a file cannot be read.
+    """
+    tally: _Tally = {}
+
+    def add(family: str, labels: Mapping[str, str], value: float) -> None:
+        entry = tally.setdefault((labels.get("model", ""), labels.get("version", "")),
+                                 [0.0, 0.0, 0.0, 0.0])
+        if family == LAST_INFERENCE:
+            entry[3] = max(entry[3], value)
+        elif family == MODEL_REQUESTS:
+            entry[0 if labels.get("outcome") == "success" else 1] += value
+        elif labels.get("outcome") == "success":
+            entry[2] += value
+
+    directory = telemetry.prometheus.multiprocess_dir
+    if not directory:
+        for metric in telemetry.every_worker().collect():
+            if metric.name in (MODEL_REQUESTS, MODEL_REQUEST_SECONDS, LAST_INFERENCE):
+                for sample in metric.samples:
+                    if not sample.name.endswith("_created"):
+                        add(metric.name, sample.labels, sample.value)
+        return tally
+    files = glob.glob(os.path.join(directory, "counter_*.db")) + \
+        glob.glob(os.path.join(directory, "gauge_max_*.db"))
+    for path in files:
+        try:
+            values = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
+        except FileNotFoundError:  # a worker's file removed meanwhile
+            continue
+        for key, value, _timestamp, _position in values:
+            family = _KEY_PREFIXES.get(key[:key.find(", ") + 2])
+            if family is not None:
+                _, sample, labels, _help = json.loads(key)
+                if not sample.endswith("_created"):
+                    add(family, labels, value)
+    return tally
+
+
 class Views:
     """Builds the pages' view-models for one worker's repository."""
 
@@ -398,16 +457,13 @@ class Views:
         if self.telemetry is None:
             return None
         wanted = None if names is None else set(names)
-        stats = model_stats(self.telemetry.every_worker(),
-                            lambda n, v: wanted is None or n in wanted)
         out = {}
-        for s in stats:
-            success, fail = s["inference_stats"]["success"], s["inference_stats"]["fail"]
-            last = s["last_inference"]
-            out[(s["name"], s["version"])] = Figures(
-                success["count"] + fail["count"], fail["count"],
-                success["ns"] / success["count"] / 1e6 if success["count"] else None,
-                dt.datetime.fromtimestamp(last / 1000, dt.timezone.utc).strftime(
+        for (name, version), (ok, failed, seconds, last) in _tally(self.telemetry).items():
+            if wanted is not None and name not in wanted:
+                continue
+            out[(name, version)] = Figures(
+                int(ok + failed), int(failed), seconds / ok * 1e3 if ok else None,
+                dt.datetime.fromtimestamp(last, dt.timezone.utc).strftime(
                     "%Y-%m-%d %H:%M:%S UTC") if last else "")
         return out
 
@@ -444,6 +500,8 @@ class Views:
                          self.repository.predict_model == state.name,
                          broken=len(state.broken))
         if live is not None:
+            view.shape = (live.n_features, live.n_classes)
+        if details and live is not None:
             view.detail = self.detail(live)
         if details:
             view.details = [self.detail(state.loaded[n]) for n in sorted(state.loaded,
