@@ -68,7 +68,8 @@ def test_every_model_shape_gets_its_page(shapes_repository: Path) -> None:
         html = client.get(f"/ui/models/{name}").get_data(as_text=True)
         assert html.count('type="number"') == features, name
         assert html.count(" required") == (0 if imputes else features), name
-        assert f"{features} features → {classes} classes" in html
+        plural = "s" if features != 1 else ""
+        assert f"{features} feature{plural} → {classes} classes" in html
 
 
 def test_page_without_metrics(iris_repository: Path) -> None:
