@@ -244,12 +244,15 @@ def _training(training: Any) -> list[tuple[str, str]]:
             if k not in skip and v not in (None, [], {})]
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A metadata object, or an empty one for anything else (metadata may be hand-made)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _metrics_rows(metrics: Any) -> list[tuple[str, str, str]]:
     if not isinstance(metrics, dict):
         return []
-    train = metrics.get("train") if isinstance(metrics.get("train"), dict) else {}
-    validation = metrics.get("validation") if isinstance(metrics.get("validation"), dict) else {}
-    assert isinstance(train, dict) and isinstance(validation, dict)
+    train, validation = _mapping(metrics.get("train")), _mapping(metrics.get("validation"))
     if not train and not validation:
         return []
     return [("accuracy", _percent(train.get("accuracy")), _percent(validation.get("accuracy"))),
@@ -308,8 +311,7 @@ def _form_fields(model: LoadedModel) -> tuple[list[FormField], str]:
 def build_detail(model: LoadedModel) -> VersionDetail:
     """What the page shows of a loaded version, from its metadata alone."""
     metadata = model.metadata
-    data = metadata.get("data") if isinstance(metadata.get("data"), dict) else {}
-    assert isinstance(data, dict)
+    data = _mapping(metadata.get("data"))
     data_items = [(k.replace("_", " "), fmt(v)[:12] + "…" if k == "sha256" else fmt(v))
                   for k, v in data.items()
                   if k in ("source", "rows", "train_rows", "validation_rows", "sha256")]
@@ -346,6 +348,14 @@ def traffic_labels(repository: ModelRepository, state: ModelState, number: int) 
     if callable(labels):
         return tuple(str(label) for label in labels(number))
     return ()
+
+
+def live_version(repository: ModelRepository, state: ModelState) -> LoadedModel | None:
+    """The version that answers a request naming none: the latest valid one.
+
+    The traffic policy plugs in here too, once its ``production`` alias can name another
+    version (and the "try it" form then targets that one)."""
+    return state.latest
 
 
 def feature_drift(repository: ModelRepository, state: ModelState) -> list[DriftRow] | None:
@@ -471,7 +481,7 @@ class Views:
               details: bool = False) -> ModelView:
         """One model: a row per version directory (and retired version), newest first; with
         ``details``, every loaded version's detail too."""
-        live = state.latest
+        live = live_version(self.repository, state)
         live_number = int(live.version) if live else None
         rows: list[VersionRow] = []
         figures = figures or {}

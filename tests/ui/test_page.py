@@ -355,6 +355,11 @@ def test_screenshots_at_desktop_and_phone_widths(page: WebDriver, ui_server: Ser
             save_full_page(page, target, width)
             assert target.stat().st_size > 10_000
             written.append(str(target))
+        for path in ("/ui/models/wine", "/ui/models/wine/compare", "/ui/models/census"):
+            page.set_window_size(width, 900)
+            visit(page, ui_server, path)
+            assert page.execute_script(
+                "return document.documentElement.scrollWidth") <= width, (path, width)
     page.set_window_size(1280, 900)
     ui_summary.append("screenshots: " + ", ".join(written))
     print("\n".join(written))

@@ -65,7 +65,9 @@
       }
       var best = 0;
       probabilities.forEach(function (p, i) { if (p > probabilities[best]) { best = i; } });
-      var rowHeight = 24, labelWidth = 160, barWidth = 360, width = labelWidth + barWidth + 80;
+      // drawn at the box's own width, so that its text stays readable on a phone
+      var width = Math.max(280, Math.min(640, result.clientWidth || 640));
+      var rowHeight = 24, labelWidth = Math.round(width * 0.3), barWidth = width - labelWidth - 64;
       var chart = svg("svg", {viewBox: "0 0 " + width + " " + (order.length * rowHeight + 6),
                               role: "img", "class": "probabilities",
                               "aria-label": "probability of each class"});
