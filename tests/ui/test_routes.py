@@ -141,3 +141,21 @@ def test_traffic_labels_and_drift_are_shown_when_present(app: Flask) -> None:
     assert "canary 10%" in html and "Drift per feature" in html and "psi 0.31" in html
     plain = views.model(state, None, details=True)
     assert plain.rows[0].labels == () and plain.drift is None
+
+
+def test_names_from_metadata_are_escaped(tmp_path: Path) -> None:
+    """Feature names and class labels are any strings a metadata.json holds: the page shows
+    them as text, never as markup (the script draws labels with textContent)."""
+    import modelrepo
+    from tests.support.models import linear_metadata, linear_model_bytes
+
+    hostile = ["<script>alert(1)</script>", "a' onmouseover='x", 'b" autofocus="']
+    metadata = linear_metadata(3, 3)
+    metadata["feature_names"] = hostile
+    metadata["class_labels"] = [f"{name}!" for name in hostile]
+    modelrepo.publish_version(tmp_path, "odd", linear_model_bytes(3, 3), metadata)
+    app = create_app({"model_repository": tmp_path, "poll_seconds": 0})
+    html = app.test_client().get("/ui/models/odd").get_data(as_text=True)
+    assert "<script>alert" not in html and "' onmouseover='" not in html
+    assert '" autofocus="' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # shown, as text
