@@ -17,6 +17,7 @@ from serving.routes.responses import name_flask_route, register_error_handlers
 from serving.fastpath import FastPath
 from serving.repository import ModelRepository
 from serving.routes import Handlers, ModelNameConverter, docs, metrics, ops, v1, v2
+from serving import ui
 from serving.routes.inference import Inference
 from serving.routes.table import ROUTES
 from serving.telemetry import Telemetry
@@ -70,7 +71,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     inference = Inference(config, repository)
     handlers: Handlers = {**ops.handlers(config, repository), **v1.handlers(repository),
                           **v2.handlers(repository), **metrics.handlers(repository, telemetry),
-                          **docs.handlers(), **inference.handlers()}
+                          **docs.handlers(), **inference.handlers(),
+                          **ui.handlers(repository, telemetry)}
     _check_handlers(handlers)
     # The route table is the URL map: Flask gets every route but the hot ones, which the hot
     # path answers whole (every method) in front of it.

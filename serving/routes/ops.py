@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from flask import Response
+from flask import Response, request
 
 from serving.codecs import SERVER_EXTENSIONS
 from serving.config import Config
@@ -23,6 +23,7 @@ def handlers(config: Config, repository: ModelRepository) -> Handlers:
     # Where a person (or a script) who found the server starts: what to read, what to call.
     endpoints = {
         "docs": "GET /docs",
+        "ui": "GET /ui",
         "openapi": "GET /openapi.json",
         "predict": "POST /predict",
         "v1_predict": "POST /v1/models/{name}:predict",
@@ -35,10 +36,15 @@ def handlers(config: Config, repository: ModelRepository) -> Handlers:
     }
 
     def index() -> Response:
+        # A browser asks for HTML first: it gets the page for people. Scripts and curl (no
+        # Accept, or */*) keep getting this JSON. script_root: right under a path prefix too.
+        if request.accept_mimetypes.best_match(("application/json", "text/html")) == "text/html":
+            return Response(status=303, headers={"Location": f"{request.script_root}/ui",
+                                                 "Vary": "Accept"})
         predict_model = repository.predict_model
         return json_response({**metadata, "models": sorted(repository.models),
                               **({"predict_model": predict_model} if predict_model else {}),
-                              "endpoints": endpoints})
+                              "endpoints": endpoints}, headers={"Vary": "Accept"})
 
     def server_metadata() -> Response:
         return json_response(metadata)

@@ -82,6 +82,11 @@ _PARAMETERS: dict[str, tuple[str, Json]] = {
         "description": "A file of the documentation page (Swagger UI's).",
         "schema": {"type": "string", "example": "swagger-ui.css"},
     }),
+    "ui_asset": ("[^/]+", {
+        "name": "ui_asset", "in": "path", "required": True,
+        "description": "A file of the page for people (its stylesheet, script or icon).",
+        "schema": {"type": "string", "example": "ui.css"},
+    }),
 }
 _VARIABLE = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
@@ -116,12 +121,19 @@ _INFERRED = response(
 )
 
 
+_HTML_PAGE = response("An HTML page.", {"text/html": {"schema": {"type": "string"}}})
+
 ROUTES: tuple[Route, ...] = (
     # ---- the index
     Route("/", ("GET",), "api_index", Doc(
         "apiIndex", V2_HEALTH, "API index",
-        "The server's metadata, its models, the model behind /predict and where to start.",
-        response("The index.", json_media("ApiIndex")), (405,))),
+        "The server's metadata, its models, the model behind /predict and where to start. "
+        "A browser (an Accept header that prefers text/html to JSON) is sent to the page for "
+        "people, /ui.",
+        response("The index.", json_media("ApiIndex")), (405,),
+        more={"303": response("To the page for people (/ui): the client prefers HTML.",
+                              headers={"Location": {"schema": {"type": "string",
+                                                               "example": "/ui"}}})})),
 
     # ---- simple JSON and KServe V1
     Route("/predict", ("POST",), "predict", Doc(
@@ -275,6 +287,43 @@ ROUTES: tuple[Route, ...] = (
         descriptions={404: "Not a file of the documentation page."},
         examples={404: {"error": "no documentation asset 'nope.js': the API documentation is "
                                  "at /docs"}})),
+
+    # ---- the page for people (serving/ui): HTML, read-only, never on the hot path
+    Route("/ui", ("GET",), "ui_index", Doc(
+        "ui", DOCS, "The page for people",
+        "Every model with its versions (live, broken with the reason, not loaded, retired), "
+        "their validation accuracy and training data, and live request figures. Rendered by "
+        "the server; every asset comes from this server.", _HTML_PAGE, (405,))),
+    Route("/ui/models/<model:name>", ("GET",), "ui_model", Doc(
+        "uiModel", DOCS, "The page of one model",
+        "Every loaded version's metrics, loss curve, confusion matrix, per-class figures and "
+        "parity; drift per feature where recorded; a form that tries the model through "
+        "the V2 inference API.", _HTML_PAGE, (404, 405),
+        descriptions={404: "Unknown model."})),
+    Route("/ui/models/<model:name>/compare", ("GET",), "ui_compare", Doc(
+        "uiCompare", DOCS, "Two versions side by side",
+        "Metrics, loss curves, confusion matrices and per-class figures of two loaded "
+        "versions (by default the live one and the one before it).", _HTML_PAGE,
+        (400, 404, 405, 503),
+        parameters=tuple({"name": side, "in": "query", "required": False,
+                          "description": f"A loaded version ({which}).",
+                          "schema": {"type": "string", "example": "1"}}
+                         for side, which in (("a", "default: the one before the live one"),
+                                             ("b", "default: the live one"))),
+        descriptions={400: "a or b is not a version number.",
+                      404: "Unknown model, a version that is not loaded, or fewer than two "
+                           "loaded versions and no a and b.",
+                      503: "A version that is broken and not served."})),
+    Route("/ui/static/<ui_asset>", ("GET",), "ui_asset", Doc(
+        "uiAsset", DOCS, "Page asset",
+        "The stylesheet, script and icon of the page (cacheable for an hour; ETag for "
+        "conditional requests).",
+        response("The file.", {media: {"schema": {"type": "string", "format": "binary"}}
+                               for media in ("text/css", "text/javascript", "image/svg+xml")}),
+        (404, 405),
+        more={"304": response("Not modified (If-None-Match or If-Modified-Since): no body.")},
+        descriptions={404: "Not a file of the page."},
+        examples={404: {"error": "no page asset 'nope.js': the page is at /ui"}})),
 )
 
 

@@ -113,6 +113,7 @@ def documented_operation(app: Flask, method: str, path: str) -> tuple[str, str]:
     operations: each of them documents the 405.
     """
     adapter = TABLE_MAP.bind("localhost")
+    path = path.partition("?")[0]  # a query string is no part of the route
     try:
         rule, _ = adapter.match(path, method, return_rule=True)
     except MethodNotAllowed as exc:
@@ -332,6 +333,21 @@ CASES = [
          headers={"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}),
     Case("docs-asset-range-ignored", "GET", "/docs/favicon-32x32.png", 200,
          headers={"Range": "bytes=0-9"}),
+    Case("api-index-browser", "GET", "/", 303,
+         headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}),
+    Case("ui", "GET", "/ui", 200),
+    Case("ui-model", "GET", "/ui/models/iris", 200),
+    Case("ui-compare", "GET", "/ui/models/iris/compare?a=1&b=1", 200),
+    Case("ui-asset", "GET", "/ui/static/ui.css", 200),
+    Case("ui-asset-cached", "GET", "/ui/static/ui.js", 304,
+         headers={"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}),
+    Case("ui-compare-not-a-version", "GET", "/ui/models/iris/compare?a=x", 400),
+    Case("ui-compare-one-version", "GET", "/ui/models/iris/compare", 404),
+    Case("ui-unknown-model", "GET", "/ui/models/nope", 404),
+    Case("ui-unknown-asset", "GET", "/ui/static/nope.js", 404),
+    Case("ui-compare-broken", "GET", "/ui/models/iris/compare?a=1&b=1", 503, app="broken_app"),
+    Case("ui-broken", "GET", "/ui", 200, app="broken_app"),
+    Case("ui-empty", "GET", "/ui", 200, app="empty_app"),
     # 400
     Case("predict-not-json", "POST", "/predict", 400, b"{"),
     Case("infer-unsupported-datatype", "POST", "/v2/models/iris/infer", 400,
