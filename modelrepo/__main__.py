@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import modelrepo
-from modelrepo import BrokenVersion, RepositoryError
+from modelrepo import BrokenVersion, RepositoryError, policy, rollout
 
 
 def _describe(metadata: dict[str, Any]) -> str:
@@ -70,10 +71,50 @@ def cmd_list(repository: Path, model: str | None) -> int:
             print(f"error: no model {name!r} in {repository}", file=sys.stderr)
             return 2
         print(f"{name}:")
-        for number, state, metadata, note in versions(model_dir):
+        try:
+            traffic: policy.Policy | None = policy.read_policy(model_dir)
+        except policy.PolicyError as exc:
+            traffic = None
+            print(f"  traffic policy: UNUSABLE ({exc}); servers keep their last good one")
+        table = versions(model_dir)
+        valid = [n for n, state, _, _ in table if state in ("live", "valid")]
+        live = policy.serving_version(traffic or policy.Policy(), sorted(valid))
+        for number, state, metadata, note in table:
             text = _describe(metadata) if metadata else note
-            print(f"  {number:>4}  {state:8} {text}")
+            if state in ("live", "valid"):
+                state = "live" if number == live else "valid"
+            print(f"  {number:>4}  {state:8} {text}{_labels(traffic, number)}")
+        if traffic is not None and not traffic.empty:
+            print("  traffic: " + _traffic_text(traffic, live))
     return 0
+
+
+def _labels(traffic: policy.Policy | None, number: int) -> str:
+    """`` [production, candidate, canary 20%, shadow 100%]``: what points at a version."""
+    if traffic is None:
+        return ""
+    names = [a for a, v in sorted(traffic.aliases.items()) if v == number]
+    for part, split in (("canary", traffic.canary), ("shadow", traffic.shadow)):
+        if split is not None and split.version == number:
+            names.append(f"{part} {split.percent:g}%")
+    return f"  [{', '.join(names)}]" if names else ""
+
+
+def _traffic_text(traffic: policy.Policy, live: int | None) -> str:
+    parts = [f"unversioned requests -> version {live}"
+             + (" (production)" if traffic.production == live else " (latest)")]
+    if traffic.canary:
+        sticky = traffic.canary.sticky_header
+        parts.append(f"canary version {traffic.canary.version} takes "
+                     f"{traffic.canary.percent:g}%" + (f" (sticky on {sticky})" if sticky else ""))
+    if traffic.shadow:
+        parts.append(f"shadow version {traffic.shadow.version} replays "
+                     f"{traffic.shadow.percent:g}% of production answers")
+    if traffic.rollout:
+        r = traffic.rollout
+        parts.append(f"last rollout: version {r.get('version')} {r.get('outcome')}"
+                     + (f" ({r['reason']})" if r.get("reason") else ""))
+    return "; ".join(parts)
 
 
 def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
@@ -87,6 +128,9 @@ def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
         if not valid:
             print(f"error: {model} has no valid version to roll back from", file=sys.stderr)
             return 1
+        current = policy.read_policy(model_dir)
+        if current.production is not None:  # aliases: move production, retire nothing
+            return _rollback_alias(model_dir, model, current, sorted(valid), to)
         live = valid[0]
         if to is None:
             older = [n for n in valid if n < live]
@@ -108,6 +152,90 @@ def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
             target = modelrepo.retire_version(model_dir, number)
             print(f"retired {model} version {number} -> {target}")
     print(f"{model} version {to} is live (servers switch at their next poll)")
+    return 0
+
+
+def _rollback_alias(model_dir: Path, model: str, current: policy.Policy, valid: list[int],
+                    to: int | None) -> int:
+    """Rollback of a model with a production alias: production moves back (to ``to``, else to
+    the production before it, else to the valid version below it). Call with the lock held."""
+    production = current.production
+    if to is None:
+        earlier = [v for v in reversed(current.history) if v in valid and v != production]
+        below = [v for v in valid if production is None or v < production]
+        to = earlier[0] if earlier else (below[-1] if below else None)
+        if to is None:
+            print(f"error: {model} production is version {production}, and no earlier valid "
+                  f"version is left to roll back to", file=sys.stderr)
+            return 1
+    elif to not in valid:
+        print(f"error: {model} version {to} is not a valid version; roll back only to one of "
+              f"{', '.join(map(str, valid))}", file=sys.stderr)
+        return 1
+    changed = policy.set_production(current, to)
+    # a rollback undoes the move: production's history loses the version rolled back to
+    history = list(changed.history)
+    if to in history:
+        history.reverse()
+        history.remove(to)
+        history.reverse()
+    policy.write_policy(model_dir, replace(changed, history=tuple(history)))
+    print(f"{model}: production {production} -> {to} (servers switch at their next poll; "
+          f"undo with: python -m modelrepo promote {model} {production})")
+    return 0
+
+
+def _model_dir(repository: Path, model: str) -> Path:
+    model_dir = repository / modelrepo.check_model_name(model, publishing=False)
+    if not model_dir.is_dir():
+        raise RepositoryError(f"no model {model!r} in {repository}")
+    return model_dir
+
+
+def _with_split(current: policy.Policy, part: str, split: policy.Split | None) -> policy.Policy:
+    return replace(current, canary=split) if part == "canary" else replace(current, shadow=split)
+
+
+def cmd_traffic(repository: Path, args: argparse.Namespace) -> int:
+    """alias, unalias, promote, canary, shadow: one change to the policy, under the lock."""
+    model_dir = _model_dir(repository, args.model)
+    model = args.model
+    said: list[str] = []
+
+    def change(current: policy.Policy) -> policy.Policy:
+        target = getattr(args, "version", None)
+        number = None if target is None else policy.resolve(model_dir, model, current, target)
+        if args.command == "alias":
+            said.append(f"{model}: alias {args.alias} -> version {number}")
+            if args.alias == policy.PRODUCTION:
+                return policy.set_production(current, cast(int, number))
+            return policy.set_alias(current, args.alias, cast(int, number))
+        if args.command == "unalias":
+            said.append(f"{model}: alias {args.alias} removed")
+            return policy.remove_alias(current, args.alias)
+        if args.command == "promote":
+            said.append(f"{model}: production {current.production or 'latest'} -> {number}")
+            return policy.set_production(current, cast(int, number))
+        # canary or shadow: pin production first, so the split is of what serves now
+        if number is None or args.percent == 0:
+            said.append(f"{model}: {args.command} off")
+            return _with_split(current, args.command, None)
+        pinned = policy.pin_production(model_dir, current, exclude=number)
+        if pinned.production is None or pinned.production == number:
+            raise RepositoryError(f"{model} version {number} is what serves now; a "
+                                  f"{args.command} needs another production version (see: "
+                                  "list; set one with: alias <model> production <version>)")
+        split = policy.Split(number, args.percent, getattr(args, "sticky_header", None))
+        said.append(f"{model}: {args.command} version {number} at {args.percent:g}% "
+                    f"(production: version {pinned.production})")
+        return _with_split(pinned, args.command, split)
+
+    try:
+        policy.update_policy(model_dir, change)
+    except policy.PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(said) + " (servers apply it at their next poll)")
     return 0
 
 
@@ -160,10 +288,69 @@ def build_parser() -> argparse.ArgumentParser:
     p_restore.add_argument("model")
     p_restore.add_argument("version", type=int, metavar="N",
                            help="the retired version to restore (see: list)")
-    for p in (p_list, p_back, p_restore):
+    traffic = _traffic_parsers(sub)
+    for p in (p_list, p_back, p_restore, *traffic):
         p.add_argument("--artifacts", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                        help="model repository (as above)")
     return parser
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 100")
+    return value
+
+
+def _traffic_parsers(sub: Any) -> list[argparse.ArgumentParser]:
+    """alias, unalias, promote, canary, shadow and rollout: the traffic policy's commands."""
+    version_help = "a version number or an alias (see: list)"
+    p_alias = sub.add_parser(
+        "alias", help="point an alias (production, candidate, any name) at a version",
+        description="Point an alias at a valid version. Unversioned requests go to the "
+        "production alias when the model has one; any alias is addressable as "
+        "/v2/models/<m>/versions/<alias>/infer and /v1/models/<m>/labels/<alias>:predict.")
+    p_alias.add_argument("model")
+    p_alias.add_argument("alias", type=policy.check_alias_arg)
+    p_alias.add_argument("version", help=version_help)
+    p_unalias = sub.add_parser("unalias", help="remove an alias (removing production sends "
+                               "unversioned requests to the latest version again)")
+    p_unalias.add_argument("model")
+    p_unalias.add_argument("alias")
+    p_promote = sub.add_parser(
+        "promote", help="make a version production (undo: rollback)",
+        description="Point production at a version; a canary or shadow of it ends. The "
+        "previous production is remembered: `rollback` moves back to it.")
+    p_promote.add_argument("model")
+    p_promote.add_argument("version", help=version_help + ", e.g. candidate")
+    p_canary = sub.add_parser(
+        "canary", help="send a share of unversioned requests to a version",
+        description="Unversioned requests go to VERSION with probability PERCENT/100, the rest "
+        "to production (pinned to what serves now if the model has no production alias). "
+        "With --sticky-header, requests carrying that header choose by a hash of its value: "
+        "one user, one version, in every worker. --off (or --percent 0) ends it.")
+    p_canary.add_argument("model")
+    p_canary.add_argument("version", nargs="?", help=version_help)
+    p_canary.add_argument("--percent", type=_percent, default=10.0, metavar="P",
+                          help="share of unversioned requests, 0-100 (default 10)")
+    p_canary.add_argument("--sticky-header", metavar="NAME", type=policy.check_header_arg,
+                          help="a request header (e.g. X-User-Id) whose value picks the version")
+    p_shadow = sub.add_parser(
+        "shadow", help="replay production's requests on a version, after answering",
+        description="The client is answered by production only; VERSION then runs on the same "
+        "rows and is compared (agreement, probability difference, latency, errors: "
+        "softserve_shadow_* metrics). --off (or --percent 0) ends it.")
+    p_shadow.add_argument("model")
+    p_shadow.add_argument("version", nargs="?", help=version_help)
+    p_shadow.add_argument("--percent", type=_percent, default=100.0, metavar="P",
+                          help="share of production answers replayed (default 100)")
+    for p in (p_canary, p_shadow):
+        p.add_argument("--off", action="store_true", help="end it")
+    p_rollout = rollout.add_parser(sub)
+    return [p_alias, p_unalias, p_promote, p_canary, p_shadow, p_rollout]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +361,19 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(repository, args.model)
         if args.command == "restore":
             return cmd_restore(repository, args.model, args.version)
+        if args.command in ("alias", "unalias", "promote", "canary", "shadow"):
+            if getattr(args, "off", False) or (args.command in ("canary", "shadow")
+                                               and args.version is None):
+                if not getattr(args, "off", False):
+                    print(f"error: name the version to {args.command}, or --off",
+                          file=sys.stderr)
+                    return 2
+                args.version = None
+            return cmd_traffic(repository, args)
+        if args.command == "rollout":
+            return rollout.main(repository, args)
         return cmd_rollback(repository, args.model, args.to)
-    except RepositoryError as exc:
+    except (RepositoryError, policy.PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -13,7 +13,9 @@ import numpy as np
 import onnxruntime as ort
 
 from modelrepo import (CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, Published,
+                       RepositoryError,
                        publish_version, read_version, signature, version_dirs)
+from modelrepo import policy as traffic
 from training.data import Dataset
 from training.train import FitResult, TrainConfig
 
@@ -96,11 +98,35 @@ def build_metadata(candidate: Candidate, extra: dict[str, Any] | None = None) ->
 
 
 def publish(candidate: Candidate, repository: Path, model_name: str,
-            loss_curve_png: bytes, extra: dict[str, Any] | None = None) -> Published:
-    """Write the candidate as the next version of ``model_name``. Raises RepositoryError."""
-    return publish_version(repository, model_name, candidate.model_bytes,
-                           build_metadata(candidate, extra),
-                           extra_files={LOSS_CURVE_FILE: loss_curve_png})
+            loss_curve_png: bytes, extra: dict[str, Any] | None = None,
+            promote: bool = True) -> Published:
+    """Write the candidate as the next version of ``model_name``. Raises RepositoryError.
+
+    With a traffic policy (modelrepo.policy): ``promote`` moves the model's production alias,
+    if it has one, to the new version. Without ``promote`` the new version is published
+    unserved: production is first pinned to the version serving now (a model's very first
+    version becomes production, there being nothing else to serve), and the new version gets
+    the ``candidate`` alias.
+    """
+    model_dir = Path(repository) / model_name
+    try:
+        current = traffic.read_policy(model_dir)  # refuse early: never publish half a decision
+        if not promote and current.production is None and version_dirs(model_dir):
+            traffic.update_policy(model_dir, lambda p: traffic.pin_production(model_dir, p))
+        published = publish_version(repository, model_name, candidate.model_bytes,
+                                    build_metadata(candidate, extra),
+                                    extra_files={LOSS_CURVE_FILE: loss_curve_png})
+        if not promote:
+            traffic.update_policy(model_dir, lambda p: traffic.set_alias(
+                p if p.production is not None else traffic.set_production(
+                    p, published.version), traffic.CANDIDATE, published.version))
+        elif current.production is not None:
+            traffic.update_policy(model_dir,
+                                  lambda p: traffic.set_production(p, published.version))
+    except traffic.PolicyError as exc:
+        raise RepositoryError(f"model {model_name}'s traffic policy: {exc} (fix or remove "
+                              f"{traffic.POLICY_FILE}; see python -m modelrepo list)") from None
+    return published
 
 
 def latest_valid_version(model_dir: Path) -> tuple[int, dict[str, Any], bytes] | None:
