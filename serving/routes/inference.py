@@ -11,7 +11,6 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any
 
-import modelrepo
 from serving import codecs
 from serving.config import PREFIX, Config
 from serving.errors import BadRequest, ModelNotFound, PayloadTooLarge
@@ -81,8 +80,8 @@ class Inference:
     def handlers(self) -> Handlers:
         """The hot routes' handlers, by endpoint: ``(environ, **url args) -> Answer``."""
         return {"predict": self.predict, "v1_predict": self.predict, "v2_infer": self.infer,
-                "v1_version_predict": self.predict_version,
-                "v1_label_predict": self.predict_label}
+                # TF Serving's versions/<n> and labels/<alias>: either takes either
+                "v1_version_predict": self.predict, "v1_label_predict": self.predict}
 
     def _resolve(self, environ: dict[str, Any], name: str,
                  version: str | None = None) -> LoadedModel:
@@ -105,20 +104,6 @@ class Inference:
         if record.shadow is not None:
             record.after_answer(shadow_task(self.repository.telemetry, model, record.shadow,
                                             rows, probabilities, classes))
-
-    def predict_version(self, environ: dict[str, Any], name: str, version: str) -> Answer:
-        """TF Serving's ``/v1/models/<name>/versions/<number>:predict``. Raises as predict."""
-        if modelrepo.parse_version(version) is None:
-            raise ModelNotFound(f"{version!r} is not a version number: address an alias as "
-                                f"/v1/models/{name}/labels/{version}:predict")
-        return self.predict(environ, name, version)
-
-    def predict_label(self, environ: dict[str, Any], name: str, version: str) -> Answer:
-        """TF Serving's ``/v1/models/<name>/labels/<alias>:predict``. Raises as predict."""
-        if modelrepo.parse_version(version) is not None:
-            raise ModelNotFound(f"{version!r} is a version number, not a label: address it as "
-                                f"/v1/models/{name}/versions/{version}:predict")
-        return self.predict(environ, name, version)
 
     def default_model_name(self) -> str:
         """The model behind /predict. Raises ModelNotFound when the repository has none."""

@@ -157,11 +157,11 @@ ROUTES: tuple[Route, ...] = (
       for rule, endpoint, operation_id, summary, description in (
         ("/v1/models/<model:name>/versions/<version>:predict", "v1_version_predict",
          "v1VersionPredict", "Predict with a version (TF-Serving)",
-         "One version of the model, by number."),
+         "One version of the model, by number (an alias is accepted too)."),
         ("/v1/models/<model:name>/labels/<version>:predict", "v1_label_predict",
          "v1LabelPredict", "Predict with an alias (TF-Serving labels)",
          "The version an alias of the model's traffic policy names (`python -m modelrepo "
-         "alias`), e.g. production or candidate."))),
+         "alias`), e.g. production or candidate (a version number is accepted too)."))),
 
     # ---- V2 health and metadata
     Route("/v2", ("GET",), "server_metadata", Doc(

@@ -160,8 +160,6 @@ def test_aliases_answer_by_every_addressing_form_and_promote_is_undone_by_rollba
             "name": MODEL, "version": version, "ready": True}
     status, body = predict(server, f"/v1/models/{MODEL}/labels/nope:predict")
     assert status == 404 and "aliases: candidate, production" in body["error"]
-    status, body = predict(server, f"/v1/models/{MODEL}/versions/candidate:predict")
-    assert status == 404 and "labels/candidate:predict" in body["error"]
     # promote, then undo it
     assert "production 1 -> 2" in cli(lin, "promote", MODEL, "candidate").stdout
     serves(server, "2")
