@@ -33,6 +33,8 @@ def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handle
         if name is not None:
             state = repository.state(name)  # 404 for an unknown model
             if version is not None:
+                if parse_version(version) is None and version in state.aliases:
+                    version = state.aliases[version].version  # an alias: its version's
                 number = parse_version(version)
                 if number not in state.on_disk:
                     raise ModelNotFound(f"model {name!r} has no version {version!r}")
