@@ -358,21 +358,24 @@ def main(argv: list[str] | None = None) -> int:
     say(figures.capitalize())
     say(stage_times())
     say(predict_line(repository, published.model))
-    say(promotion_line(repository, published))
+    if line := promotion_line(repository, published):
+        say(line)
     return 0
 
 
-def promotion_line(repository: Path, published: Any) -> str:
-    """Whether the new version serves, as the model's traffic policy says."""
+def promotion_line(repository: Path, published: Any) -> str | None:
+    """Whether the new version serves, when the model has a production alias (its traffic
+    policy, issue 16); None without one: the latest version serves, as ever."""
     from modelrepo import policy
 
     try:
         production = policy.read_policy(repository / published.model).production
     except policy.PolicyError:
         production = None
-    if production is None or production == published.version:
-        return (f"Serving: version {published.version} answers requests that name no version"
-                + (" (production)" if production else ""))
+    if production is None:
+        return None
+    if production == published.version:
+        return f"Serving: version {published.version} is production"
     return (f"Not promoted: production stays version {production}; version {published.version} "
             f"is alias candidate (/v2/models/{published.model}/versions/candidate/infer). "
             f"Serve it with: python -m modelrepo promote {published.model} candidate (or canary, "
