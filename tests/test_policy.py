@@ -18,6 +18,7 @@ import modelrepo
 from modelrepo import policy
 from modelrepo.__main__ import main as repo_main
 from modelrepo.rollout import Limits, judge, parse_metrics, quantile
+from serving.errors import ModelNotReady
 from serving.repository import ModelRepository
 from tests.support import ROOT
 from tests.support.models import publish_linear_model, train
@@ -165,6 +166,19 @@ def test_the_server_applies_the_policy_and_keeps_the_versions_it_names(three: Pa
     repo.scan()
     assert repo.get(MODEL).version == "4" and sorted(repo.models[MODEL].loaded) == [3, 4]
     assert repo.models[MODEL].traffic is None  # no policy: the request path's one test
+    # A part naming a broken version is ignored with the reason; production keeps serving.
+    assert run(three, "alias", MODEL, "production", "3") == 0
+    assert run(three, "canary", MODEL, "2", "--percent", "100") == 0
+    assert run(three, "alias", MODEL, "candidate", "2") == 0
+    (three / MODEL / "2" / "model.onnx").write_bytes(b"corrupt")
+    repo.scan()
+    state = repo.models[MODEL]
+    assert state.traffic is not None and state.traffic.canary is None
+    assert repo.get(MODEL).version == "3"
+    assert "version 2 is broken" in state.alias_problems["candidate"]
+    with pytest.raises(ModelNotReady, match="alias 'candidate' is not served: version 2 is "
+                                            "broken"):
+        repo.get(MODEL, "candidate")
 
 
 def test_sticky_buckets_are_stable_and_uniform() -> None:
