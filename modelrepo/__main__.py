@@ -1,4 +1,5 @@
-"""``python -m modelrepo``: list a model's versions, roll it back, restore — without torch.
+"""``python -m modelrepo``: list a model's versions, roll it back, restore, and steer its traffic
+(alias, unalias, promote, canary, shadow, rollout: modelrepo/policy.py) — without torch.
 
 The server picks up a rollback or a restore at its next poll: no restart. Retired versions are
 renamed ``retired-<N>`` (Triton ignores such names too), never deleted, and their numbers never
@@ -266,8 +267,9 @@ def cmd_restore(repository: Path, model: str, version: int) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modelrepo",
-        description="Inspect, roll back or restore the model repository. Needs no torch: runs "
-        "in the serving environment too.")
+        description="Inspect, roll back or restore the model repository, and steer its traffic "
+        "(aliases, promote, canary, shadow, rollout). Needs no torch: runs in the serving "
+        "environment too.")
     parser.add_argument("--artifacts", type=Path, metavar="DIR",
                         help=f"model repository (default: ${modelrepo.REPOSITORY_ENV}, "
                         f"else {modelrepo.DEFAULT_REPOSITORY})")
@@ -275,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="versions with their metrics, and which is live")
     p_list.add_argument("model", nargs="?", help="one model (default: all)")
     p_back = sub.add_parser(
-        "rollback", help="make the previous (or a named) version live by retiring newer ones")
+        "rollback", help="make the previous (or a named) version live: by moving production "
+        "back when the model has that alias, else by retiring newer versions")
     p_back.add_argument("model")
     p_back.add_argument("--to", type=int, metavar="N", help="the version to go back to "
                         "(default: the newest valid version before the live one)")
