@@ -1,5 +1,6 @@
 """``python -m modelrepo``: list a model's versions, roll it back, restore, import an ONNX
-classifier — without torch (``import`` needs onnx: ``pip install 'softserve[import]'``).
+classifier, and steer its traffic (alias, unalias, promote, canary, shadow, rollout:
+modelrepo/policy.py) — without torch (``import`` needs onnx: ``pip install 'softserve[import]'``).
 
 The server picks up a rollback or a restore at its next poll: no restart. Retired versions are
 renamed ``retired-<N>`` (Triton ignores such names too), never deleted, and their numbers never
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import modelrepo
-from modelrepo import BrokenVersion, RepositoryError
+from modelrepo import BrokenVersion, RepositoryError, policy, rollout
 
 
 def _describe(metadata: dict[str, Any]) -> str:
@@ -77,10 +79,50 @@ def cmd_list(repository: Path, model: str | None) -> int:
             print(f"error: no model {name!r} in {repository}", file=sys.stderr)
             return 2
         print(f"{name}:")
-        for number, state, metadata, note in versions(model_dir):
+        try:
+            traffic: policy.Policy | None = policy.read_policy(model_dir)
+        except policy.PolicyError as exc:
+            traffic = None
+            print(f"  traffic policy: UNUSABLE ({exc}); servers keep their last good one")
+        table = versions(model_dir)
+        valid = [n for n, state, _, _ in table if state in ("live", "valid")]
+        live = policy.serving_version(traffic or policy.Policy(), sorted(valid))
+        for number, state, metadata, note in table:
             text = _describe(metadata) if metadata else note
-            print(f"  {number:>4}  {state:8} {text}")
+            if state in ("live", "valid"):
+                state = "live" if number == live else "valid"
+            print(f"  {number:>4}  {state:8} {text}{_labels(traffic, number)}")
+        if traffic is not None and not traffic.empty:
+            print("  traffic: " + _traffic_text(traffic, live))
     return 0
+
+
+def _labels(traffic: policy.Policy | None, number: int) -> str:
+    """`` [production, candidate, canary 20%, shadow 100%]``: what points at a version."""
+    if traffic is None:
+        return ""
+    names = [a for a, v in sorted(traffic.aliases.items()) if v == number]
+    for part, split in (("canary", traffic.canary), ("shadow", traffic.shadow)):
+        if split is not None and split.version == number:
+            names.append(f"{part} {split.percent:g}%")
+    return f"  [{', '.join(names)}]" if names else ""
+
+
+def _traffic_text(traffic: policy.Policy, live: int | None) -> str:
+    parts = [f"unversioned requests -> version {live}"
+             + (" (production)" if traffic.production == live else " (latest)")]
+    if traffic.canary:
+        sticky = traffic.canary.sticky_header
+        parts.append(f"canary version {traffic.canary.version} takes "
+                     f"{traffic.canary.percent:g}%" + (f" (sticky on {sticky})" if sticky else ""))
+    if traffic.shadow:
+        parts.append(f"shadow version {traffic.shadow.version} replays "
+                     f"{traffic.shadow.percent:g}% of production answers")
+    if traffic.rollout:
+        r = traffic.rollout
+        parts.append(f"last rollout: version {r.get('version')} {r.get('outcome')}"
+                     + (f" ({r['reason']})" if r.get("reason") else ""))
+    return "; ".join(parts)
 
 
 def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
@@ -94,6 +136,9 @@ def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
         if not valid:
             print(f"error: {model} has no valid version to roll back from", file=sys.stderr)
             return 1
+        current = policy.read_policy(model_dir)
+        if current.production is not None:  # aliases: move production, retire nothing
+            return _rollback_alias(model_dir, model, current, sorted(valid), to)
         live = valid[0]
         if to is None:
             older = [n for n in valid if n < live]
@@ -115,6 +160,90 @@ def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
             target = modelrepo.retire_version(model_dir, number)
             print(f"retired {model} version {number} -> {target}")
     print(f"{model} version {to} is live (servers switch at their next poll)")
+    return 0
+
+
+def _rollback_alias(model_dir: Path, model: str, current: policy.Policy, valid: list[int],
+                    to: int | None) -> int:
+    """Rollback of a model with a production alias: production moves back (to ``to``, else to
+    the production before it, else to the valid version below it). Call with the lock held."""
+    production = current.production
+    if to is None:
+        earlier = [v for v in reversed(current.history) if v in valid and v != production]
+        below = [v for v in valid if production is None or v < production]
+        to = earlier[0] if earlier else (below[-1] if below else None)
+        if to is None:
+            print(f"error: {model} production is version {production}, and no earlier valid "
+                  f"version is left to roll back to", file=sys.stderr)
+            return 1
+    elif to not in valid:
+        print(f"error: {model} version {to} is not a valid version; roll back only to one of "
+              f"{', '.join(map(str, valid))}", file=sys.stderr)
+        return 1
+    changed = policy.set_production(current, to)
+    # a rollback undoes the move: production's history loses the version rolled back to
+    history = list(changed.history)
+    if to in history:
+        history.reverse()
+        history.remove(to)
+        history.reverse()
+    policy.write_policy(model_dir, replace(changed, history=tuple(history)))
+    print(f"{model}: production {production} -> {to} (servers switch at their next poll; "
+          f"undo with: python -m modelrepo promote {model} {production})")
+    return 0
+
+
+def _model_dir(repository: Path, model: str) -> Path:
+    model_dir = repository / modelrepo.check_model_name(model, publishing=False)
+    if not model_dir.is_dir():
+        raise RepositoryError(f"no model {model!r} in {repository}")
+    return model_dir
+
+
+def _with_split(current: policy.Policy, part: str, split: policy.Split | None) -> policy.Policy:
+    return replace(current, canary=split) if part == "canary" else replace(current, shadow=split)
+
+
+def cmd_traffic(repository: Path, args: argparse.Namespace) -> int:
+    """alias, unalias, promote, canary, shadow: one change to the policy, under the lock."""
+    model_dir = _model_dir(repository, args.model)
+    model = args.model
+    said: list[str] = []
+
+    def change(current: policy.Policy) -> policy.Policy:
+        target = getattr(args, "version", None)
+        number = None if target is None else policy.resolve(model_dir, model, current, target)
+        if args.command == "alias":
+            said.append(f"{model}: alias {args.alias} -> version {number}")
+            if args.alias == policy.PRODUCTION:
+                return policy.set_production(current, cast(int, number))
+            return policy.set_alias(current, args.alias, cast(int, number))
+        if args.command == "unalias":
+            said.append(f"{model}: alias {args.alias} removed")
+            return policy.remove_alias(current, args.alias)
+        if args.command == "promote":
+            said.append(f"{model}: production {current.production or 'latest'} -> {number}")
+            return policy.set_production(current, cast(int, number))
+        # canary or shadow: pin production first, so the split is of what serves now
+        if number is None or args.percent == 0:
+            said.append(f"{model}: {args.command} off")
+            return _with_split(current, args.command, None)
+        pinned = policy.pin_production(model_dir, current, exclude=number)
+        if pinned.production is None or pinned.production == number:
+            raise RepositoryError(f"{model} version {number} is what serves now; a "
+                                  f"{args.command} needs another production version (see: "
+                                  "list; set one with: alias <model> production <version>)")
+        split = policy.Split(number, args.percent, getattr(args, "sticky_header", None))
+        said.append(f"{model}: {args.command} version {number} at {args.percent:g}% "
+                    f"(production: version {pinned.production})")
+        return _with_split(pinned, args.command, split)
+
+    try:
+        policy.update_policy(model_dir, change)
+    except policy.PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(said) + " (servers apply it at their next poll)")
     return 0
 
 
@@ -164,7 +293,8 @@ def cmd_import(repository: Path, args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
         published = importer.publish_import(imported, repository, args.name,
                                             max_regression=args.max_regression,
-                                            force=args.force, dry_run=args.dry_run, say=say)
+                                            force=args.force, dry_run=args.dry_run, say=say,
+                                            promote=args.promote)
     except importer.ImportRefused as exc:
         where = "" if str(exc).startswith(args.model_file.name) else f"{args.model_file.name}: "
         print(f"error: {where}{exc}; nothing was published", file=sys.stderr)
@@ -213,8 +343,9 @@ Exit status: 0 published, 1 promotion gate refused, 2 refused (or bad arguments)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modelrepo",
-        description="Inspect, roll back or restore the model repository. Needs no torch: runs "
-        "in the serving environment too.")
+        description="Inspect, roll back or restore the model repository, and steer its traffic "
+        "(aliases, promote, canary, shadow, rollout). Needs no torch: runs in the serving "
+        "environment too.")
     parser.add_argument("--artifacts", type=Path, metavar="DIR",
                         help=f"model repository (default: ${modelrepo.REPOSITORY_ENV}, "
                         f"else {modelrepo.DEFAULT_REPOSITORY})")
@@ -222,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="versions with their metrics, and which is live")
     p_list.add_argument("model", nargs="?", help="one model (default: all)")
     p_back = sub.add_parser(
-        "rollback", help="make the previous (or a named) version live by retiring newer ones")
+        "rollback", help="make the previous (or a named) version live: by moving production "
+        "back when the model has that alias, else by retiring newer versions")
     p_back.add_argument("model")
     p_back.add_argument("--to", type=int, metavar="N", help="the version to go back to "
                         "(default: the newest valid version before the live one)")
@@ -269,10 +401,72 @@ def build_parser() -> argparse.ArgumentParser:
                           help="publish even when the promotion gate refuses (recorded)")
     p_import.add_argument("--dry-run", action="store_true",
                           help="check and rewrite, publish nothing")
-    for p in (p_list, p_back, p_restore, p_import):
+    p_import.add_argument("--no-promote", dest="promote", action="store_false",
+                          help="publish without serving it: production stays where it is and "
+                          "the new version gets the alias 'candidate' (see: promote, rollout)")
+    traffic = _traffic_parsers(sub)
+    for p in (p_list, p_back, p_restore, p_import, *traffic):
         p.add_argument("--artifacts", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                        help="model repository (as above)")
     return parser
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 100")
+    return value
+
+
+def _traffic_parsers(sub: Any) -> list[argparse.ArgumentParser]:
+    """alias, unalias, promote, canary, shadow and rollout: the traffic policy's commands."""
+    version_help = "a version number or an alias (see: list)"
+    p_alias = sub.add_parser(
+        "alias", help="point an alias (production, candidate, any name) at a version",
+        description="Point an alias at a valid version. Unversioned requests go to the "
+        "production alias when the model has one; any alias is addressable as "
+        "/v2/models/<m>/versions/<alias>/infer and /v1/models/<m>/labels/<alias>:predict.")
+    p_alias.add_argument("model")
+    p_alias.add_argument("alias", type=policy.check_alias_arg)
+    p_alias.add_argument("version", help=version_help)
+    p_unalias = sub.add_parser("unalias", help="remove an alias (removing production sends "
+                               "unversioned requests to the latest version again)")
+    p_unalias.add_argument("model")
+    p_unalias.add_argument("alias")
+    p_promote = sub.add_parser(
+        "promote", help="make a version production (undo: rollback)",
+        description="Point production at a version; a canary or shadow of it ends. The "
+        "previous production is remembered: `rollback` moves back to it.")
+    p_promote.add_argument("model")
+    p_promote.add_argument("version", help=version_help + ", e.g. candidate")
+    p_canary = sub.add_parser(
+        "canary", help="send a share of unversioned requests to a version",
+        description="Unversioned requests go to VERSION with probability PERCENT/100, the rest "
+        "to production (pinned to what serves now if the model has no production alias). "
+        "With --sticky-header, requests carrying that header choose by a hash of its value: "
+        "one user, one version, in every worker. --off (or --percent 0) ends it.")
+    p_canary.add_argument("model")
+    p_canary.add_argument("version", nargs="?", help=version_help)
+    p_canary.add_argument("--percent", type=_percent, default=10.0, metavar="P",
+                          help="share of unversioned requests, 0-100 (default 10)")
+    p_canary.add_argument("--sticky-header", metavar="NAME", type=policy.check_header_arg,
+                          help="a request header (e.g. X-User-Id) whose value picks the version")
+    p_shadow = sub.add_parser(
+        "shadow", help="replay production's requests on a version, after answering",
+        description="The client is answered by production only; VERSION then runs on the same "
+        "rows and is compared (agreement, probability difference, latency, errors: "
+        "softserve_shadow_* metrics). --off (or --percent 0) ends it.")
+    p_shadow.add_argument("model")
+    p_shadow.add_argument("version", nargs="?", help=version_help)
+    p_shadow.add_argument("--percent", type=_percent, default=100.0, metavar="P",
+                          help="share of production answers replayed (default 100)")
+    for p in (p_canary, p_shadow):
+        p.add_argument("--off", action="store_true", help="end it")
+    p_rollout = rollout.add_parser(sub)
+    return [p_alias, p_unalias, p_promote, p_canary, p_shadow, p_rollout]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,8 +479,19 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_restore(repository, args.model, args.version)
         if args.command == "import":
             return cmd_import(repository, args)
+        if args.command in ("alias", "unalias", "promote", "canary", "shadow"):
+            if getattr(args, "off", False) or (args.command in ("canary", "shadow")
+                                               and args.version is None):
+                if not getattr(args, "off", False):
+                    print(f"error: name the version to {args.command}, or --off",
+                          file=sys.stderr)
+                    return 2
+                args.version = None
+            return cmd_traffic(repository, args)
+        if args.command == "rollout":
+            return rollout.main(repository, args)
         return cmd_rollback(repository, args.model, args.to)
-    except RepositoryError as exc:
+    except (RepositoryError, policy.PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from modelrepo import CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, read_version, version_dirs
+from modelrepo import CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, policy, read_version, \
+    version_dirs
 
 
 class GateFailed(Exception):
@@ -22,10 +23,20 @@ class GateFailed(Exception):
 
 
 def latest_valid_version(model_dir: Path) -> tuple[int, dict[str, Any], bytes] | None:
-    """The version a server would serve now (highest valid), or None."""
-    for number, path in sorted(version_dirs(model_dir).items(), reverse=True):
+    """The version a server would serve now, or None: the production alias's when the model's
+    traffic policy has a valid one (a malformed policy is ignored, as servers ignore it), else
+    the highest valid version."""
+    try:
+        production = policy.read_policy(model_dir).production
+    except policy.PolicyError:
+        production = None
+    dirs = version_dirs(model_dir)
+    order = sorted(dirs, reverse=True)
+    if production is not None and production in dirs:
+        order.insert(0, order.pop(order.index(production)))
+    for number in order:
         try:
-            metadata, model_bytes = read_version(path)
+            metadata, model_bytes = read_version(dirs[number])
         except BrokenVersion:
             continue
         return number, metadata, model_bytes

@@ -35,7 +35,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 import modelrepo
-from modelrepo import gate
+from modelrepo import gate, policy
 
 ONNX_MISSING = ("python -m modelrepo import needs the onnx package, which the serving "
                 "environment does not install: pip install 'softserve[import]' "
@@ -846,11 +846,11 @@ def import_model(path: Path, *, labels: str | Sequence[str] | None = None,
 
 
 def publish_import(imported: Imported, repository: Path, name: str, *, max_regression: float,
-                   force: bool, dry_run: bool = False,
-                   say: Say = lambda _line: None) -> modelrepo.Published | None:
+                   force: bool, dry_run: bool = False, say: Say = lambda _line: None,
+                   promote: bool = True) -> modelrepo.Published | None:
     """Run the promotion gate against the served version and publish the next version of
-    ``name`` (None on a dry run). Raises gate.GateFailed, modelrepo.RepositoryError,
-    modelrepo.BrokenVersion."""
+    ``name`` (None on a dry run); ``promote`` as ``modelrepo.policy.publish`` takes it.
+    Raises gate.GateFailed, modelrepo.RepositoryError, modelrepo.BrokenVersion."""
     modelrepo.check_model_name(name)
     sample = imported.sample
     labelled = sample is not None and sample.labels is not None
@@ -875,4 +875,4 @@ def publish_import(imported: Imported, repository: Path, name: str, *, max_regre
                else " — passed"))
     if dry_run:
         return None
-    return modelrepo.publish_version(repository, name, imported.model_bytes, metadata)
+    return policy.publish(repository, name, imported.model_bytes, metadata, promote=promote)

@@ -90,6 +90,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     offer_access_log_buffer(app, observed)
     logging.getLogger("softserve").info(
         "serving %s: %s", config.model_repository,
-        ", ".join(f"{n} v{m.latest.version}" if m.latest else f"{n} (no valid version)"
+        ", ".join(f"{n} v{m.serving.version}" if m.serving else f"{n} (no valid version)"
                   for n, m in repository.models.items()) or "no models")
     return app

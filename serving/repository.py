@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import logging
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import modelrepo
 from modelrepo import BrokenVersion
+from modelrepo.policy import POLICY_FILE, PRODUCTION, Policy, PolicyError, read_policy
 from serving.config import PREFIX
 from serving.errors import ModelNotFound, ModelNotReady
 from serving.model import LoadedModel
@@ -75,6 +79,45 @@ def _freeze_heap_once() -> None:
         gc.freeze()
 
 
+def _sticky_bucket(model: str, value: str) -> float:
+    """Where a sticky header's value falls in [0, 1): the same in every worker and process
+    (a hash, not Python's salted ``hash``), and independent of the percent, so raising a
+    canary's share only adds clients to it."""
+    digest = hashlib.blake2b(f"{model}\0{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Where a model's requests that name no version go, as its policy says (built per scan
+    from the versions actually loaded: a part naming anything else is already dropped)."""
+
+    default: LoadedModel  # production, else the latest version
+    target: str  # "production" or "latest": how ``default`` was chosen
+    canary: LoadedModel | None = None
+    canary_share: float = 0.0  # 0..1
+    sticky_environ: str | None = None  # the canary's sticky header, as a WSGI environ key
+    shadow: LoadedModel | None = None
+    shadow_share: float = 0.0
+
+    def choose(self, environ: dict[str, Any]) -> tuple[LoadedModel, str]:
+        """(the version to answer with, "canary" or ``target``): the canary with its share —
+        by the sticky header's hash when the request carries it, else by a per-worker random
+        draw — else the default."""
+        canary = self.canary
+        if canary is not None:
+            value = environ.get(self.sticky_environ) if self.sticky_environ else None
+            draw = _sticky_bucket(canary.name, value) if value else random.random()
+            if draw < self.canary_share:
+                return canary, "canary"
+        return self.default, self.target
+
+    def shadows(self) -> bool:
+        """Whether this request's answer is mirrored to the shadow version."""
+        return self.shadow is not None and (self.shadow_share >= 1.0
+                                            or random.random() < self.shadow_share)
+
+
 @dataclass(frozen=True)
 class ModelState:
     """One model as this worker serves it."""
@@ -83,11 +126,23 @@ class ModelState:
     loaded: dict[int, LoadedModel]  # the newest valid versions, up to keep_versions
     broken: dict[int, str]  # version -> reason it is refused
     on_disk: tuple[int, ...]  # every integer version directory, loaded or not
+    # The traffic policy (modelrepo.policy) as it applies: None when the model has none, so
+    # the request path costs one attribute test then.
+    traffic: Traffic | None = None
+    aliases: dict[str, LoadedModel] = field(default_factory=dict)  # the aliases that serve
+    alias_problems: dict[str, str] = field(default_factory=dict)  # alias -> why it does not
+    policy: Policy = field(default_factory=Policy)
 
     # A state is built once per scan and read by every request: work these out once.
     @functools.cached_property
     def latest(self) -> LoadedModel | None:
         return self.loaded[max(self.loaded)] if self.loaded else None
+
+    @functools.cached_property
+    def serving(self) -> LoadedModel | None:
+        """What a request naming no version gets (before any canary): production, else the
+        latest version."""
+        return self.traffic.default if self.traffic is not None else self.latest
 
     @functools.cached_property
     def versions(self) -> list[str]:
@@ -101,6 +156,9 @@ class _Cache:
     loaded: dict[tuple[str, int], tuple[Fingerprint | None, LoadedModel]] = field(
         default_factory=dict)
     broken: dict[tuple[str, int], tuple[Fingerprint | None, str]] = field(default_factory=dict)
+    # model -> (traffic.json's fingerprint, the last good policy); and the problems logged
+    policies: dict[str, tuple[Fingerprint | None, Policy]] = field(default_factory=dict)
+    policy_problems: dict[str, set[str]] = field(default_factory=dict)
 
 
 class ModelRepository:
@@ -152,11 +210,17 @@ class ModelRepository:
         """
         state = self.state(name)
         if version is None:
-            if state.latest is None:
+            if state.serving is None:
                 raise ModelNotReady(f"model {name!r} has no valid version: "
                                     + self._broken_text(state))
-            return state.latest
+            return state.serving
         number = modelrepo.parse_version(version)
+        if number is None:  # not a number: an alias
+            if version in state.aliases:
+                return state.aliases[version]
+            if version in state.alias_problems:
+                raise ModelNotReady(f"model {name!r} alias {version!r} is not served: "
+                                    f"{state.alias_problems[version]}")
         if number is not None and number in state.loaded:
             return state.loaded[number]
         if number is not None and number in state.broken:
@@ -166,8 +230,9 @@ class ModelRepository:
             raise ModelNotFound(f"model {name!r} version {version} is not loaded (only the newest "
                                 f"{self.keep_versions} valid versions are); loaded: "
                                 f"{', '.join(state.versions) or 'none'}")
+        aliases = f"; aliases: {', '.join(sorted(state.aliases))}" if state.aliases else ""
         raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: "
-                            f"{', '.join(state.versions) or 'none'}")
+                            f"{', '.join(state.versions) or 'none'}{aliases}")
 
     def index(self) -> list[dict[str, str]]:
         """Triton's repository index: every model and version directory, with its state.
@@ -236,6 +301,8 @@ class ModelRepository:
             for cache in (self._cache.loaded, self._cache.broken):
                 for key in [k for k in cache if k[0] not in self._models]:
                     del cache[key]
+            for gone in set(self._cache.policies) - set(self._models):
+                del self._cache.policies[gone]
             self._scanned = True
 
     def _scan_model(self, name: str) -> ModelState:
@@ -247,11 +314,16 @@ class ModelRepository:
             log.warning("cannot list model %s: %s; keeping what is loaded", name, exc,
                         extra={"model": name, "reason": str(exc)})
             return self._models.get(name) or ModelState(name, {}, {}, ())
+        policy = self._policy(name, model_dir)
+        named = policy.named_versions()
         loaded: dict[int, LoadedModel] = {}
         broken: dict[int, str] = {}
         for number in sorted(on_disk, reverse=True):
-            if len(loaded) >= self.keep_versions:
-                break
+            # The newest keep_versions valid versions, and any older one the policy names.
+            if len(loaded) >= self.keep_versions and number not in named:
+                if not named or number < min(named):
+                    break
+                continue
             path = on_disk[number]
             key = (name, number)
             fp = _fingerprint(path)
@@ -294,7 +366,91 @@ class ModelRepository:
             del self._cache.loaded[key]
         for key in [k for k in self._cache.broken if k[0] == name and k[1] not in on_disk]:
             del self._cache.broken[key]
-        return ModelState(name, dict(sorted(loaded.items())), broken, tuple(sorted(on_disk)))
+        return self._apply_policy(name, policy, dict(sorted(loaded.items())), broken,
+                                  tuple(sorted(on_disk)))
+
+    def _policy(self, name: str, model_dir: Path) -> Policy:
+        """The model's traffic policy: re-read only when traffic.json's fingerprint changed; a
+        malformed one is logged once and the last good one stays in force."""
+        try:
+            st = os.stat(model_dir / POLICY_FILE)
+            fp: Fingerprint | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            fp = None
+        except OSError as exc:  # unreadable just now: keep what is in force
+            log.warning("cannot stat the traffic policy of model %s: %s", name, exc.strerror,
+                        extra={"model": name})
+            return self._cache.policies.get(name, (None, Policy()))[1]
+        cached = self._cache.policies.get(name)
+        if cached is not None and cached[0] == fp:
+            return cached[1]
+        if fp is None:
+            policy = Policy()
+        else:
+            try:
+                policy = read_policy(model_dir)
+            except PolicyError as exc:
+                kept = cached[1] if cached is not None else Policy()
+                log.error("ignoring the traffic policy of model %s: %s; the last good policy "
+                          "stays in force", name, exc, extra={"model": name, "reason": str(exc)})
+                self._cache.policies[name] = (fp, kept)  # logged once: until the file changes
+                return kept
+        self._cache.policies[name] = (fp, policy)
+        if cached is not None or not policy.empty:
+            log.info("traffic policy of model %s: %s", name, policy.to_json(),
+                     extra={"model": name})
+        return policy
+
+    def _apply_policy(self, name: str, policy: Policy, loaded: dict[int, LoadedModel],
+                      broken: dict[int, str], on_disk: tuple[int, ...]) -> ModelState:
+        """The model's state with its policy applied to what is loaded: each part naming a
+        version that is not served (missing, retired, broken) is dropped, logged once."""
+        if policy.empty:
+            self._cache.policy_problems.pop(name, None)
+            return ModelState(name, loaded, broken, on_disk)
+        problems: dict[str, str] = {}
+
+        def why(version: int) -> str:
+            if version in broken:
+                return f"version {version} is broken: {broken[version]}"
+            if version in on_disk:
+                return f"version {version} is not loaded"
+            retired = (self.root / name / f"{modelrepo.RETIRED_PREFIX}{version}").is_dir()
+            return f"version {version} is {'retired' if retired else 'missing'}"
+
+        aliases: dict[str, LoadedModel] = {}
+        for alias, version in policy.aliases.items():
+            if version in loaded:
+                aliases[alias] = loaded[version]
+            else:
+                problems[alias] = why(version)
+        latest = loaded[max(loaded)] if loaded else None
+        default, target = (aliases[PRODUCTION], "production") if PRODUCTION in aliases else \
+            (latest, "latest")
+        traffic = None
+        if default is not None:
+            parts: dict[str, Any] = {}
+            for part, split in (("canary", policy.canary), ("shadow", policy.shadow)):
+                if split is None:
+                    continue
+                if split.version not in loaded:
+                    problems[part] = why(split.version)
+                elif loaded[split.version] is default:
+                    problems[part] = f"version {split.version} already serves as {target}"
+                else:
+                    parts[part] = loaded[split.version]
+                    parts[f"{part}_share"] = split.percent / 100
+            if policy.canary is not None and policy.canary.sticky_header:
+                parts["sticky_environ"] = \
+                    "HTTP_" + policy.canary.sticky_header.upper().replace("-", "_")
+            traffic = Traffic(default, target, **parts)
+        texts = {f"{part}: {reason}" for part, reason in problems.items()}
+        for text in sorted(texts - self._cache.policy_problems.get(name, set())):
+            log.warning("traffic policy of model %s, ignoring %s", name, text,
+                        extra={"model": name, "reason": text})
+        self._cache.policy_problems[name] = texts
+        return ModelState(name, loaded, broken, on_disk, traffic, aliases,
+                          {k: v for k, v in problems.items() if k in policy.aliases}, policy)
 
     # --- watching ---------------------------------------------------------------------------
 

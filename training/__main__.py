@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(for a first start: make run)")
     p.add_argument("--dry-run", action="store_true",
                    help="train, export and check everything, publish nothing")
+    p.add_argument("--no-promote", action="store_true",
+                   help="publish without serving it: production stays on the version serving "
+                   "now (pinned if the model had no production alias; a model's first version "
+                   "becomes production) and the new version gets the alias candidate; serve it "
+                   "later with python -m modelrepo promote|canary|shadow|rollout")
     return p
 
 
@@ -335,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     stage("plot")
     try:
         published = publish(candidate, repository, model_name, png,
-                            extra={"promotion": promotion})
+                            extra={"promotion": promotion}, promote=not args.no_promote)
     except RepositoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA
@@ -353,7 +358,28 @@ def main(argv: list[str] | None = None) -> int:
     say(figures.capitalize())
     say(stage_times())
     say(predict_line(repository, published.model))
+    if line := promotion_line(repository, published):
+        say(line)
     return 0
+
+
+def promotion_line(repository: Path, published: Any) -> str | None:
+    """Whether the new version serves, when the model has a production alias (its traffic
+    policy, issue 16); None without one: the latest version serves, as ever."""
+    from modelrepo import policy
+
+    try:
+        production = policy.read_policy(repository / published.model).production
+    except policy.PolicyError:
+        production = None
+    if production is None:
+        return None
+    if production == published.version:
+        return f"Serving: version {published.version} is production"
+    return (f"Not promoted: production stays version {production}; version {published.version} "
+            f"is alias candidate (/v2/models/{published.model}/versions/candidate/infer). "
+            f"Serve it with: python -m modelrepo promote {published.model} candidate (or canary, "
+            "shadow, rollout)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from modelrepo import Published, gate, publish_version, signature
+from modelrepo import Published, gate, signature
+from modelrepo import policy as traffic
 # The promotion gate lives in modelrepo (torch-free: the import command runs it too); these
 # names stay importable from here.
 from modelrepo.gate import GateFailed, latest_valid_version, shape_changes  # noqa: F401
@@ -91,11 +92,13 @@ def build_metadata(candidate: Candidate, extra: dict[str, Any] | None = None) ->
 
 
 def publish(candidate: Candidate, repository: Path, model_name: str,
-            loss_curve_png: bytes, extra: dict[str, Any] | None = None) -> Published:
-    """Write the candidate as the next version of ``model_name``. Raises RepositoryError."""
-    return publish_version(repository, model_name, candidate.model_bytes,
+            loss_curve_png: bytes, extra: dict[str, Any] | None = None,
+            promote: bool = True) -> Published:
+    """Write the candidate as the next version of ``model_name``; ``promote`` as
+    ``modelrepo.policy.publish`` takes it. Raises RepositoryError, BrokenVersion."""
+    return traffic.publish(repository, model_name, candidate.model_bytes,
                            build_metadata(candidate, extra),
-                           extra_files={LOSS_CURVE_FILE: loss_curve_png})
+                           extra_files={LOSS_CURVE_FILE: loss_curve_png}, promote=promote)
 
 
 def check_promotion(candidate: Candidate, model_dir: Path, max_regression: float,

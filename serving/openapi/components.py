@@ -632,8 +632,9 @@ def parameter_components() -> dict[str, Json]:
             "name": "version",
             "in": "path",
             "required": True,
-            "description": "A version number (a positive integer); anything else, or a version "
-                           "not loaded, is a 404.",
+            "description": "A version number (a positive integer), or an alias of the "
+                           "model's traffic policy (e.g. production, candidate); anything "
+                           "else, or a version not loaded, is a 404.",
             "schema": {"type": "string", "example": "1"},
         },
         "InferenceHeaderContentLength": {

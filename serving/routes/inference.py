@@ -15,14 +15,16 @@ from serving import codecs
 from serving.config import PREFIX, Config
 from serving.errors import BadRequest, ModelNotFound, PayloadTooLarge
 from serving.model import LoadedModel
-from serving.repository import ModelRepository
+from serving.repository import ModelRepository, ModelState
 from serving.routes import Handlers
 from serving.telemetry.record import RECORD_KEY
+from serving.telemetry.shadow import shadow_task
 
 # body, headers (Content-Type included)
 Answer = tuple[bytes, list[tuple[str, str]]]
 _JSON_HEADERS = [("Content-Type", codecs.JSON_CONTENT_TYPE)]
 _HEADER_LENGTH_ENVIRON = "HTTP_" + codecs.HEADER_LENGTH_HEADER.upper().replace("-", "_")
+_NO_STATE = ModelState("", {}, {}, ())  # an unknown model: repository.get says so
 
 
 def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
@@ -77,14 +79,31 @@ class Inference:
 
     def handlers(self) -> Handlers:
         """The hot routes' handlers, by endpoint: ``(environ, **url args) -> Answer``."""
-        return {"predict": self.predict, "v1_predict": self.predict, "v2_infer": self.infer}
+        return {"predict": self.predict, "v1_predict": self.predict, "v2_infer": self.infer,
+                # TF Serving's versions/<n> and labels/<alias>: either takes either
+                "v1_version_predict": self.predict, "v1_label_predict": self.predict}
 
     def _resolve(self, environ: dict[str, Any], name: str,
                  version: str | None = None) -> LoadedModel:
-        model = self.repository.get(name, version)
         record = environ[RECORD_KEY]  # for the access log and metrics
+        traffic = self.repository.models.get(name, _NO_STATE).traffic if version is None \
+            else None
+        if traffic is None:
+            model = self.repository.get(name, version)
+        else:  # the model's traffic policy: production, a canary, a shadow (shadow.py)
+            model, record.target = traffic.choose(environ)
+            if traffic.shadow is not None and model is traffic.default and traffic.shadows():
+                record.shadow = traffic.shadow
         record.model, record.version = model.name, model.version
         return model
+
+    def _shadow(self, environ: dict[str, Any], model: LoadedModel, rows: Any,
+                probabilities: Any, classes: Any) -> None:
+        """Leave the shadow run for after the answer, if this request has one."""
+        record = environ[RECORD_KEY]
+        if record.shadow is not None:
+            record.after_answer(shadow_task(self.repository.telemetry, model, record.shadow,
+                                            rows, probabilities, classes))
 
     def default_model_name(self) -> str:
         """The model behind /predict. Raises ModelNotFound when the repository has none."""
@@ -94,9 +113,10 @@ class Inference:
                                 "publish one with `python -m training`")
         return name
 
-    def predict(self, environ: dict[str, Any], name: str | None = None) -> Answer:
+    def predict(self, environ: dict[str, Any], name: str | None = None,
+                version: str | None = None) -> Answer:
         """Simple and V1: ``{"instances": [...]}``. Raises SoftserveError subclasses."""
-        model = self._resolve(environ, name or self.default_model_name())
+        model = self._resolve(environ, name or self.default_model_name(), version)
         body = read_body(environ, self.config.max_body_bytes)
         started = perf_counter()
         rows = codecs.decode_instances(body, model.shape, self.config.max_batch_rows)
@@ -106,6 +126,7 @@ class Inference:
         out = codecs.encode_predictions(model.name, model.version, probabilities, classes,
                                         model.class_labels)
         _account(environ, len(rows), started, decoded, predicted)
+        self._shadow(environ, model, rows, probabilities, classes)
         return out, _JSON_HEADERS
 
     def infer(self, environ: dict[str, Any], name: str, version: str | None = None) -> Answer:
@@ -122,4 +143,5 @@ class Inference:
         out, headers = codecs.encode_infer(model.name, model.version, request, probabilities,
                                            classes, model.class_labels)
         _account(environ, len(request.inputs), started, decoded, predicted)
+        self._shadow(environ, model, request.inputs, probabilities, classes)
         return out, list(headers.items())

@@ -11,7 +11,7 @@ from serving.routes.responses import json_response
 from serving.repository import ModelRepository
 from serving.routes import Handlers
 from serving.telemetry import Telemetry
-from serving.telemetry.statistics import model_stats
+from serving.telemetry.statistics import model_stats, shadow_stats
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -33,6 +33,8 @@ def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handle
         if name is not None:
             state = repository.state(name)  # 404 for an unknown model
             if version is not None:
+                if parse_version(version) is None and version in state.aliases:
+                    version = state.aliases[version].version  # an alias: its version's
                 number = parse_version(version)
                 if number not in state.on_disk:
                     raise ModelNotFound(f"model {name!r} has no version {version!r}")
@@ -43,7 +45,13 @@ def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handle
         def wanted(n: str, v: str) -> bool:
             return (name is None or n == name) and (version is None or v == version)
 
-        return json_response({"model_stats": model_stats(
-            recorder.every_worker(), wanted, [key for key in listed if wanted(*key)])})
+        registry = recorder.every_worker()
+        answer: dict[str, object] = {"model_stats": model_stats(
+            registry, wanted, [key for key in listed if wanted(*key)])}
+        # A shadow's comparison with the answers (issue 16), only where there is one.
+        if version is None and (shadows := shadow_stats(
+                registry, lambda n: name is None or n == name)):
+            answer["shadow_stats"] = shadows
+        return json_response(answer)
 
     return {"metrics": metrics, "statistics": stats}

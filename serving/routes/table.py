@@ -161,6 +161,19 @@ ROUTES: tuple[Route, ...] = (
         descriptions={404: "Unknown model."},
         examples={405: {"error": "method GET is not allowed for /v1/models/iris:predict; "
                                  "allowed: OPTIONS, POST"}}), hot=True),
+    # TF Serving's forms naming a version, or an alias ("label") of the traffic policy
+    *(Route(rule, ("POST",), endpoint, Doc(
+        operation_id, SIMPLE, summary, description + NO_CONTENT_TYPE,
+        _PREDICTED, (400, 404, 405, 413, 503), request_body=instances_body(),
+        descriptions={404: "Unknown model, version or alias."}), hot=True)
+      for rule, endpoint, operation_id, summary, description in (
+        ("/v1/models/<model:name>/versions/<version>:predict", "v1_version_predict",
+         "v1VersionPredict", "Predict with a version (TF-Serving)",
+         "One version of the model, by number (an alias is accepted too)."),
+        ("/v1/models/<model:name>/labels/<version>:predict", "v1_label_predict",
+         "v1LabelPredict", "Predict with an alias (TF-Serving labels)",
+         "The version an alias of the model's traffic policy names (`python -m modelrepo "
+         "alias`), e.g. production or candidate (a version number is accepted too)."))),
 
     # ---- V2 health and metadata
     Route("/v2", ("GET",), "server_metadata", Doc(

@@ -22,7 +22,8 @@ def handlers(repository: ModelRepository) -> Handlers:
         model = repository.get(name, version)
         return json_response({
             "name": name,
-            "versions": [version] if version else repository.state(name).versions,
+            # the concrete number, also when the version asked for is an alias
+            "versions": [model.version] if version else repository.state(name).versions,
             "platform": PLATFORM,
             "inputs": model.metadata["inputs"],
             "outputs": model.metadata["outputs"],

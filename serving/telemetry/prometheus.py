@@ -38,6 +38,15 @@ LAST_INFERENCE = "softserve_last_inference_timestamp_seconds"
 LOADS = "softserve_model_loads"
 LOADED_VERSIONS = "softserve_loaded_versions"
 IN_FLIGHT = "softserve_in_flight_requests"
+# Traffic policies (issue 16): per-version latency, the route each unversioned request took,
+# and the shadow's comparison with the version that answered.
+MODEL_LATENCY = "softserve_model_request_duration_seconds"
+ROUTED = "softserve_routed_requests"
+SHADOW_REQUESTS = "softserve_shadow_requests"
+SHADOW_ROWS = "softserve_shadow_rows"
+SHADOW_AGREED = "softserve_shadow_agreed_rows"
+SHADOW_MAX_DIFF = "softserve_shadow_max_probability_difference"
+SHADOW_SECONDS = "softserve_shadow_duration_seconds"
 
 Labels = tuple[str, ...]
 
@@ -72,6 +81,13 @@ class Figures:
         self.model_requests: dict[Labels, list[float]] = {}  # labels: [count, seconds]
         self.stages: dict[Labels, float] = {}  # (model, version, stage): seconds
         self.last_inference: dict[Labels, float] = {}
+        self.model_latency = PendingHistogram(LATENCY_BUCKETS)  # (model, version)
+        self.routed: dict[Labels, int] = {}  # (model, version, target)
+        # (model, primary, shadow[, outcome])
+        self.shadow_requests: dict[Labels, int] = {}
+        self.shadow_rows: dict[Labels, list[int]] = {}  # [rows, agreed]
+        self.shadow_max_diff: dict[Labels, float] = {}
+        self.shadow_seconds = PendingHistogram(INFERENCE_BUCKETS)
 
 
 def add_bucket_counts(child: Histogram, counts: list[int], total: float) -> None:
@@ -125,6 +141,28 @@ class PrometheusBridge:
                                      multiprocess_mode="livemax", registry=r)
         self.in_flight = Gauge(IN_FLIGHT, "Requests being answered.",
                                multiprocess_mode="livesum", registry=r)
+        self.model_latency = Histogram(
+            MODEL_LATENCY, "Time from receiving an inference request to its response body, "
+            "per model version.", ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.routed = Counter(
+            ROUTED, "Inference requests naming no version, by the version the traffic policy "
+            "chose and why (production, canary or latest).", ["model", "version", "target"],
+            registry=r)
+        shadow = ["model", "primary", "shadow"]
+        self.shadow_requests = Counter(
+            SHADOW_REQUESTS, "Answers replayed on the shadow version, by outcome.",
+            [*shadow, "outcome"], registry=r)
+        self.shadow_rows = Counter(SHADOW_ROWS, "Rows the shadow version compared.", shadow,
+                                   registry=r)
+        self.shadow_agreed = Counter(
+            SHADOW_AGREED, "Rows where the shadow version chose the class the answer had.",
+            shadow, registry=r)
+        self.shadow_max_diff = Gauge(
+            SHADOW_MAX_DIFF, "Largest absolute probability difference between the shadow "
+            "version and the answer.", shadow, multiprocess_mode="max", registry=r)
+        self.shadow_seconds = Histogram(
+            SHADOW_SECONDS, "onnxruntime run time of the shadow version per replayed request.",
+            shadow, buckets=INFERENCE_BUCKETS, registry=r)
 
     def add(self, figures: Figures, in_flight: int) -> None:
         """Add ``figures`` to the metrics (their files, under gunicorn), and set the gauge of
@@ -141,7 +179,21 @@ class PrometheusBridge:
             self.stage_seconds.labels(*labels).inc(seconds)
         for labels, when in figures.last_inference.items():
             self.last_inference.labels(*labels).set(when)
+        for labels, n in figures.routed.items():
+            self.routed.labels(*labels).inc(n)
+        for labels, n in figures.shadow_requests.items():
+            self.shadow_requests.labels(*labels).inc(n)
+        for labels, (rows, agreed) in figures.shadow_rows.items():
+            self.shadow_rows.labels(*labels).inc(rows)
+            self.shadow_agreed.labels(*labels).inc(agreed)
+        for labels, diff in figures.shadow_max_diff.items():
+            child = self.shadow_max_diff.labels(*labels)
+            # max mode sums workers' maxima as a max; within a worker, keep the largest
+            if diff > child._value.get():
+                child.set(diff)
         for metric, pending in ((self.latency, figures.latency),
+                                (self.model_latency, figures.model_latency),
+                                (self.shadow_seconds, figures.shadow_seconds),
                                 (self.inference, figures.inference),
                                 (self.request_size, figures.request_size),
                                 (self.response_size, figures.response_size)):

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serving.model import LoadedModel
 
 RECORD_KEY = "softserve.record"
 UNMATCHED = "<unmatched>"  # the route of a request no route took
@@ -38,6 +42,11 @@ class RequestRecord:
     # Work to do once the answer is on its way (a shadow model's run, a prediction-log record):
     # see ``after_answer``. None until a stage adds some.
     after: list[Callable[[], None]] | None = None
+    # Set by a model's traffic policy (serving.repository.Traffic) for a request naming no
+    # version: how its version was chosen ("production", "canary", "latest"), and the shadow
+    # version its rows run on after the answer.
+    target: str | None = None
+    shadow: LoadedModel | None = None
 
     def after_answer(self, task: Callable[[], None]) -> None:
         """Run ``task`` after this request's answer is sent, never before and never on the

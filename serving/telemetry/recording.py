@@ -62,6 +62,10 @@ class Telemetry:
             entry = p.model_requests.setdefault((name, version, outcome), [0, 0.0])
             entry[0] += 1
             entry[1] += seconds
+            p.model_latency.observe((name, version), seconds)
+            if record.target is not None:
+                routed = (name, version, record.target)
+                p.routed[routed] = p.routed.get(routed, 0) + 1
             if record.rows is not None:
                 model = (name, version)
                 p.rows[model] = p.rows.get(model, 0) + record.rows
@@ -72,6 +76,23 @@ class Telemetry:
                     stage_key = (name, version, stage)
                     p.stages[stage_key] = p.stages.get(stage_key, 0.0) + value
                 p.last_inference[model] = time.time()
+
+    def shadow_compared(self, model: str, primary: str, shadow: str, rows: int, agreed: int,
+                        max_diff: float, seconds: float, ok: bool) -> None:
+        """One answer replayed on a shadow version: rows compared, rows whose class agreed,
+        the largest probability difference, its run time; ``ok`` False when it failed."""
+        labels = (model, primary, shadow)
+        p = self._pending
+        with self._lock:
+            outcome = (*labels, "success" if ok else "fail")
+            p.shadow_requests[outcome] = p.shadow_requests.get(outcome, 0) + 1
+            if not ok:
+                return
+            entry = p.shadow_rows.setdefault(labels, [0, 0])
+            entry[0] += rows
+            entry[1] += agreed
+            p.shadow_max_diff[labels] = max(p.shadow_max_diff.get(labels, 0.0), max_diff)
+            p.shadow_seconds.observe(labels, seconds)
 
     def model_loaded(self, name: str, version: int, ok: bool) -> None:
         self.prometheus.model_loaded(name, version, ok)

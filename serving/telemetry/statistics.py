@@ -20,6 +20,11 @@ from serving.telemetry.prometheus import (
     MODEL_REQUEST_SECONDS,
     MODEL_REQUESTS,
     ROWS,
+    SHADOW_AGREED,
+    SHADOW_MAX_DIFF,
+    SHADOW_REQUESTS,
+    SHADOW_ROWS,
+    SHADOW_SECONDS,
     STAGE_SECONDS,
 )
 
@@ -89,3 +94,44 @@ def model_stats(metrics: CollectorRegistry, wanted: Callable[[str, str], bool],
                 e = entry(name, version)
                 e["last_inference"] = max(e["last_inference"], int(s.value * 1000))
     return [stats[k] for k in sorted(stats, key=lambda k: (k[0], int(k[1])))]
+
+
+_SHADOW_FAMILIES = frozenset({SHADOW_REQUESTS, SHADOW_ROWS, SHADOW_AGREED, SHADOW_MAX_DIFF,
+                              SHADOW_SECONDS})
+
+
+def shadow_stats(metrics: CollectorRegistry, wanted: Callable[[str], bool]
+                 ) -> list[dict[str, Any]]:
+    """Per (model, primary version, shadow version) of the models ``wanted``: shadow runs
+    (``requests``, ``failed``), rows compared, rows whose class agreed and their share, the
+    largest probability difference and the shadow's run time (``shadow_ns``), in the manner
+    of the statistics extension. Sorted; empty without shadow runs. Raises as ``model_stats``.
+    """
+    stats: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for family in metrics.collect():
+        if family.name not in _SHADOW_FAMILIES:
+            continue
+        for s in family.samples:
+            key = (s.labels.get("model", ""), s.labels.get("primary", ""),
+                   s.labels.get("shadow", ""))
+            if not key[0] or not wanted(key[0]):
+                continue
+            e = stats.setdefault(key, {
+                "name": key[0], "primary_version": key[1], "shadow_version": key[2],
+                "requests": 0, "failed": 0, "rows": 0, "agreed_rows": 0, "agreement": None,
+                "max_probability_difference": 0.0, "shadow_ns": 0})
+            if s.name == f"{SHADOW_REQUESTS}_total":
+                e["requests"] += int(s.value)
+                e["failed"] += int(s.value) if s.labels.get("outcome") == "fail" else 0
+            elif s.name == f"{SHADOW_ROWS}_total":
+                e["rows"] += int(s.value)
+            elif s.name == f"{SHADOW_AGREED}_total":
+                e["agreed_rows"] += int(s.value)
+            elif s.name == SHADOW_MAX_DIFF:
+                e["max_probability_difference"] = max(e["max_probability_difference"],
+                                                      float(s.value))
+            elif s.name == f"{SHADOW_SECONDS}_sum":
+                e["shadow_ns"] += int(s.value * 1e9)
+    for e in stats.values():
+        e["agreement"] = e["agreed_rows"] / e["rows"] if e["rows"] else None
+    return [stats[k] for k in sorted(stats)]

@@ -316,6 +316,12 @@ CASES = [
     Case("v1-predict-objects", "POST", "/v1/models/iris:predict", 200, json.dumps(
         {"instances": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
                         "petal_width": 0.2}]}).encode()),
+    Case("v1-version-predict", "POST", "/v1/models/iris/versions/1:predict", 200,
+         json.dumps({"instances": [ROW]}).encode()),
+    Case("v1-label-predict", "POST", "/v1/models/iris/labels/1:predict", 200,
+         json.dumps({"instances": [ROW]}).encode()),
+    Case("unknown-label-predict", "POST", "/v1/models/iris/labels/nope:predict", 404,
+         json.dumps({"instances": [ROW]}).encode()),
     Case("infer-json", "POST", "/v2/models/iris/infer", 200,
          v2_json([ROW, [6.7, 3.0, 5.2, 2.3]], id="42")),
     Case("infer-version-classification", "POST", "/v2/models/iris/versions/1/infer", 200,
