@@ -481,6 +481,36 @@ def test_the_promotion_gate_guards_imports(imports: Imports, tmp_path: Path,
     assert metadata["promotion"]["against_version"] == 1
 
 
+def test_imports_follow_the_traffic_policy(imports: Imports, tmp_path: Path) -> None:
+    """An import publishes like training: --no-promote leaves production where it is (and
+    tags the new version candidate), a plain import moves production, and the gate compares
+    with production — the version served — not with the newest version."""
+    from modelrepo import policy
+
+    repository = tmp_path / "repository"
+    model_dir = repository / "m"
+    sample = str(imports.sample)
+    assert run_import(repository, str(imports.files["lr"]), "--name", "m", "--sample",
+                      sample) == 0
+    assert run_import(repository, str(imports.files["rf"]), "--name", "m", "--sample", sample,
+                      "--no-promote") == 0
+    assert policy.read_policy(model_dir).aliases == {"production": 1, "candidate": 2}
+    # A worse model that --force published as version 3 while production stays 1.
+    rng = np.random.default_rng(0)
+    worse = LogisticRegression(max_iter=200).fit(X_TRAIN, rng.permutation(Y_TRAIN))
+    path = tmp_path / "worse.onnx"
+    path.write_bytes(to_onnx(worse, X_TRAIN[:1]).SerializeToString())
+    assert run_import(repository, str(path), "--name", "m", "--sample", sample, "--force",
+                      "--no-promote") == 0
+    assert policy.read_policy(model_dir).production == 1
+    # The gate judges the next candidate against production (1), not the worse version 3.
+    assert run_import(repository, str(imports.files["gb"]), "--name", "m", "--sample",
+                      sample) == 0
+    metadata, _ = modelrepo.read_version(model_dir / "4")
+    assert metadata["promotion"]["against_version"] == 1
+    assert policy.read_policy(model_dir).production == 4
+
+
 def test_dry_run_publishes_nothing(imports: Imports, tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     assert run_import(repository, str(imports.files["gb"]), "--name", "m", "--dry-run") == 0
