@@ -20,6 +20,7 @@ import shlex
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,9 @@ class Dataset:
     sha256: str  # of the file's bytes, or of the toy rows' canonical text
     missing: int = 0  # cells without a value (only with impute)
     reader: str = field(default="builtin", compare=False)  # "pyarrow" or "csv" for a CSV
+    # How many rows came from where, when not all from one file (--from-log): metadata.json
+    # records it under data.provenance.
+    provenance: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def rows(self) -> int:

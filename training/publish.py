@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from modelrepo import (CLASS, INPUT_NAME, PROBABILITIES, BrokenVersion, Published,
                        publish_version, read_version, signature, version_dirs)
+from modelrepo.drift import feature_statistics
 from training.data import Dataset
 from training.train import FitResult, TrainConfig
 
@@ -86,7 +87,12 @@ def build_metadata(candidate: Candidate, extra: dict[str, Any] | None = None) ->
         "libraries": library_versions(),
         "data": {"source": ds.source, "rows": ds.rows, "sha256": ds.sha256,
                  "train_rows": int(len(fit.split.train)),
-                 "validation_rows": int(len(fit.split.validation))},
+                 "validation_rows": int(len(fit.split.validation)),
+                 # Where the rows came from (--from-log: the served log and the original data).
+                 **({"provenance": ds.provenance} if ds.provenance else {}),
+                 # What serving compares its traffic with (drift): the training split's figures.
+                 "statistics": feature_statistics(ds.features[fit.split.train],
+                                                  ds.feature_names)},
         "training": training,
         "loss_curve": fit.history,
         "metrics": fit.metrics,
