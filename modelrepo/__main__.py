@@ -1,4 +1,5 @@
-"""``python -m modelrepo``: list a model's versions, roll it back, restore — without torch.
+"""``python -m modelrepo``: list a model's versions, roll it back, restore, report on what was
+served (the prediction log) — without torch.
 
 The server picks up a rollback or a restore at its next poll: no restart. Retired versions are
 renamed ``retired-<N>`` (Triton ignores such names too), never deleted, and their numbers never
@@ -8,6 +9,8 @@ reused: a restore copies a retired version under the next number instead.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,6 +138,27 @@ def cmd_restore(repository: Path, model: str, version: int) -> int:
     return 0
 
 
+def cmd_report(repository: Path, model: str, log_dir: Path, as_json: bool) -> int:
+    from modelrepo.report import LogError, format_report, read_log, version_report
+
+    name = modelrepo.check_model_name(model, publishing=False)
+    try:
+        data = read_log(log_dir, name)
+    except LogError as exc:
+        print(f"error: {exc} (give the directory SOFTSERVE_PREDICTION_LOG names, with --log)",
+              file=sys.stderr)
+        return 2
+    model_dir = repository / name
+    versions = version_report(data, model_dir if model_dir.is_dir() else None)
+    if as_json:
+        print(json.dumps({"model": name, "requests": len(data.predictions),
+                          "feedback": data.feedback_items, "unmatched": data.unmatched(),
+                          "skipped_lines": data.skipped_lines, "versions": versions}))
+    else:
+        print("\n".join(format_report(data, versions)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modelrepo",
@@ -160,7 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_restore.add_argument("model")
     p_restore.add_argument("version", type=int, metavar="N",
                            help="the retired version to restore (see: list)")
-    for p in (p_list, p_back, p_restore):
+    p_report = sub.add_parser(
+        "report", help="what was served and how right it was: the prediction log joined with "
+        "the feedback, per version (accuracy, confusion matrix, drift)",
+        description="Join the prediction log's predictions and feedback by request id and "
+        "print, per version: rows logged, labelled rows, live accuracy, confusion matrix, and "
+        "each feature's PSI against the version's training statistics (< 0.1 stable, 0.1-0.25 "
+        "moderate, > 0.25 significant). Feedback without a logged prediction is counted as "
+        "unmatched.")
+    p_report.add_argument("model")
+    p_report.add_argument("--log", type=Path, metavar="DIR", default=None,
+                          help="the prediction log directory (default: "
+                          "$SOFTSERVE_PREDICTION_LOG)")
+    p_report.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    for p in (p_list, p_back, p_restore, p_report):
         p.add_argument("--artifacts", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                        help="model repository (as above)")
     return parser
@@ -172,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             return cmd_list(repository, args.model)
+        if args.command == "report":
+            log_dir = args.log or os.environ.get("SOFTSERVE_PREDICTION_LOG")
+            if not log_dir:
+                print("error: no prediction log: give --log DIR (or set "
+                      "SOFTSERVE_PREDICTION_LOG)", file=sys.stderr)
+                return 2
+            return cmd_report(repository, args.model, Path(log_dir), args.json)
         if args.command == "restore":
             return cmd_restore(repository, args.model, args.version)
         return cmd_rollback(repository, args.model, args.to)

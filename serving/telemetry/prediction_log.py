@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelrepo.report import FEEDBACK_TYPE, PREDICTION_TYPE, SCHEMAS
 from serving.telemetry.access_log import _Clock
 from serving.telemetry.prometheus import PrometheusBridge
 from serving.telemetry.record import RequestRecord
@@ -55,10 +56,8 @@ from serving.telemetry.record import RequestRecord
 log = logging.getLogger("softserve.prediction_log")
 
 SPEC_VERSION = "1.0"
-PREDICTION_TYPE = "io.softserve.inference.response"
-FEEDBACK_TYPE = "io.softserve.feedback"
-PREDICTION_SCHEMA = "urn:softserve:prediction:1"
-FEEDBACK_SCHEMA = "urn:softserve:feedback:1"
+# The event types and schemas, declared once with their reader (python -m modelrepo report).
+PREDICTION_SCHEMA, FEEDBACK_SCHEMA = SCHEMAS[PREDICTION_TYPE], SCHEMAS[FEEDBACK_TYPE]
 FILE_PREFIX = "events-"
 FILE_SUFFIX = ".jsonl"
 WRITE_BYTES = 64 * 1024  # write once this much is held
