@@ -71,7 +71,9 @@ def feature_statistics(rows: np.ndarray, names: Sequence[str],
             features.append({**entry, "mean": None, "std": None, "min": None, "max": None,
                              "edges": [], "fractions": [1.0]})
             continue
-        edges = np.unique(np.quantile(present, probabilities))
+        # Edges at data values ("lower"): a discrete feature gets one bin per value, not
+        # edges between its values.
+        edges = np.unique(np.quantile(present, probabilities, method="lower"))
         # An edge at the minimum would leave bin 0 empty in training: every value >= it.
         edges = edges[edges > present.min()]
         counts = np.bincount(np.searchsorted(edges, present, side="right"),
