@@ -104,10 +104,11 @@ def read_log(directory: Path, model: str) -> LogData:
     return data
 
 
-def rows_array(inputs: list[list[float | None]]) -> np.ndarray:
-    """Logged input rows as float32, null (a missing value) as NaN."""
-    return np.asarray([[math.nan if v is None else v for v in row] for row in inputs],
-                      dtype=np.float32).reshape(len(inputs), -1)
+def rows_array(inputs: list[list[float | None]], width: int | None = None) -> np.ndarray:
+    """Logged input rows as float32 (N, width), null (a missing value) as NaN."""
+    values = np.asarray([[math.nan if v is None else v for v in row] for row in inputs],
+                        dtype=np.float32)
+    return values.reshape(len(inputs), width if width is not None else -1)
 
 
 def version_metadata(model_dir: Path | None, version: str) -> dict[str, Any] | None:
@@ -157,8 +158,9 @@ def version_report(data: LogData, model_dir: Path | None) -> list[dict[str, Any]
             counter = BinCounter(statistics)
             for p in same:
                 counter.add(rows_array(p.inputs))
+            counter.merge()
             entry["drift"] = {
-                "rows": counter.rows + 0,
+                "rows": counter.rows,
                 "features": [{"feature": name, "psi": value, "reading": reading(value),
                               "out_of_range": int(counter.out_of_range[j])}
                              for j, (name, value) in enumerate(zip(names, counter.psi()))]}
@@ -214,7 +216,7 @@ def training_rows(data: LogData, feature_names: list[str]) -> tuple[np.ndarray, 
         if prediction.feature_names == feature_names:
             rows.append(prediction.inputs[row])
             labels.append(label)
-    return rows_array(rows).reshape(len(rows), len(feature_names)), labels
+    return rows_array(rows, len(feature_names)), labels
 
 
 __all__ = ["LogData", "LogError", "Prediction", "format_report", "psi", "read_log",

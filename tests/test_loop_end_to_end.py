@@ -164,11 +164,21 @@ def test_served_log_and_feedback_detect_drift_and_retrain_a_better_version(
         before = wait_until(logged, timeout=10)
         v1 = before["versions"][0]
         assert v1["version"] == "1" and v1["labelled"] == 450 and before["unmatched"] == 1
+        assert v1["drift"]["rows"] == 450
         assert v1["training_accuracy"] > 0.9 and v1["accuracy"] < 0.7, v1
         assert sum(map(sum, v1["confusion_matrix"]["matrix"])) == 450
         logged_psi = {f["feature"]: f["psi"] for f in v1["drift"]["features"]}
         assert logged_psi["a"] > PSI_SIGNIFICANT and logged_psi["c"] < PSI_MODERATE
         assert logged_psi == pytest.approx(psi, abs=1e-4)
+        assert modelrepo_main(["report", "shifty", "--artifacts", str(repository), "--log",
+                               str(log_dir)]) == 0
+        text = capsys.readouterr().out
+        assert "1 unmatched" in text and "450 labelled, live accuracy 0." in text, text
+        assert "drift over 450 logged rows" in text, text
+        assert re.search(r"\ba +PSI +\d+\.\d+  significant", text), text
+        assert re.search(r"\bc +PSI +0\.0\d+  stable", text), text
+        with capsys.disabled():
+            print("\n" + text)
 
         # Retrain from what was served; v2 passes both gates and serves the shift better.
         assert train(repository, "--from-log", str(log_dir), "--model-name", "shifty") == 0

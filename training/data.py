@@ -537,7 +537,7 @@ def from_log(directory: Path, model: str, served: dict[str, Any] | None = None,
     ``directory``, joined by request id), after ``original``'s rows if given.
 
     The features are ``served``'s (the metadata of the version served now) if given, else
-    ``original``'s, else those of the latest labelled logged row; logged rows with other
+    those of the latest labelled logged row; logged rows with other
     feature names are left out, and ``original``'s columns are taken by name. The class labels
     are ``served``'s, with any other label found appended. ``provenance`` says how many rows
     came from where. Raises DataError: an unreadable log, no labelled row, an original without
@@ -553,12 +553,10 @@ def from_log(directory: Path, model: str, served: dict[str, Any] | None = None,
     labelled = data.labelled()
     if served is not None:
         feature_names = list(served["feature_names"])
-    elif original is not None:
-        feature_names = list(original.feature_names)
     elif labelled:
         feature_names = labelled[-1][0].feature_names
     else:
-        feature_names = []
+        feature_names = list(original.feature_names) if original is not None else []
     rows, labels = training_rows(data, feature_names)
     if not len(labels):
         raise DataError(
