@@ -42,11 +42,20 @@ DRIFT_PSI = "softserve_drift_psi"
 Key = tuple[str, str]  # (model, version)
 
 
+# A single row costs ~0.16 µs a feature to count (modelrepo.drift's scalar path up to 32
+# features; numpy's, ~11 µs at 64 and ~30 µs at 784): a version of F features counts one
+# request in every ceil(F / FEATURES_PER_COUNT), so that counting stays ~5 µs a request or
+# less on average, on top of SOFTSERVE_DRIFT_SAMPLE.
+FEATURES_PER_COUNT = 24
+
+
 class _Version:
     """One version's counter in this worker, and what was already handed to prometheus."""
 
     def __init__(self, counter: BinCounter) -> None:
         self.counter = counter
+        self.stride = -(-len(counter.names) // FEATURES_PER_COUNT)
+        self.seen = 0
         self.sent_counts = np.zeros_like(counter.counts)
         self.sent_out = np.zeros_like(counter.out_of_range)
         self.sent_rows = 0
@@ -77,6 +86,9 @@ class DriftCounts:
             entry = self._versions[key] = _Version(BinCounter(statistics)) if statistics \
                 else None
         if entry is not None:
+            entry.seen += 1
+            if entry.seen % entry.stride:
+                return
             with self._lock:
                 entry.counter.add(rows)
 
