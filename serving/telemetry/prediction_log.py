@@ -174,25 +174,27 @@ class PredictionLog:
         counted by kind, and logs once."""
         held, self._held, self._held_bytes = self._held, [], 0
         data = b"".join(line for _, line in held)
-        before = self._size
+        before: int | None = None
         try:
             if self._fd is None or (self._size > 0 and
                                     self._size + len(data) > self.file_bytes):
                 self._new_file()
             assert self._fd is not None
+            before = self._size
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
                 self._size += written
                 view = view[written:]
         except OSError as exc:
-            self._drop(held, exc)
-            if self._fd is not None and self._size != before:  # no half line left behind
+            if self._fd is not None and before is not None and self._size != before:
+                # no half line left behind
                 try:
                     os.ftruncate(self._fd, before)
                     self._size = before
                 except OSError:
                     self._close_file()
+            self._drop(held, exc)
             return
         for kind, _ in held:
             self.written[kind] = self.written.get(kind, 0) + 1

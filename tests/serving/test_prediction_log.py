@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from modelrepo.report import read_log
 from serving.telemetry.prediction_log import PredictionLog
 from serving.telemetry.prometheus import PrometheusBridge
 from serving.telemetry.record import RequestRecord
+from tests.support import ROOT
 from tests.support.models import linear_model_bytes, linear_metadata
 from tests.support.net import send, wait_until
 from tests.support.server import Server, start_server
@@ -95,6 +98,43 @@ def test_an_unwritable_directory_drops_counts_and_logs_once(
     assert bridge.prediction_log_dropped.labels("prediction")._value.get() == 5
     warnings = [r for r in caplog.records if r.name == "softserve.prediction_log"]
     assert len(warnings) == 1 and "cannot write" in warnings[0].getMessage()
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+import numpy as np
+from pathlib import Path
+from serving.telemetry.prediction_log import PredictionLog
+from serving.telemetry.record import RequestRecord
+log = PredictionLog(Path(sys.argv[1]), flush_seconds=3600)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write(2) fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
+record = RequestRecord("POST", route="/predict", model="m", version="1")
+for i in range(200):
+    record.request_id = f"r{i:04d}"
+    log.prediction(record, ["a"], ["x", "y"], np.zeros((1, 1), dtype=np.float32),
+                   np.zeros((1, 2), dtype=np.float32), np.zeros(1, dtype=np.int64))
+    if i % 7 == 0:
+        log.flush()
+log.flush()
+print(json.dumps({"written": log.written, "dropped": log.dropped}))
+"""
+
+
+def test_a_full_disk_drops_whole_records_and_leaves_no_half_line(tmp_path: Path) -> None:
+    """A file size limit (EFBIG, as ENOSPC would) stops writes part-way: what could not be
+    written is dropped and counted, and the file keeps only whole lines."""
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    assert counts["dropped"]["prediction"] > 0, counts
+    assert counts["written"]["prediction"] + counts["dropped"]["prediction"] == 200
+    lines = [line for f in _files(tmp_path) for line in f.read_bytes().splitlines()]
+    assert len(lines) == counts["written"]["prediction"]
+    assert all(json.loads(line)["type"] == "io.softserve.inference.response" for line in lines)
+    assert all(f.read_bytes().endswith(b"\n") for f in _files(tmp_path))
+    assert "cannot write" in done.stderr
 
 
 # ------------------------------------------------------------------- real gunicorn servers
