@@ -31,6 +31,7 @@ def handlers(config: Config, repository: ModelRepository) -> Handlers:
         "v2_metadata": "GET /v2/models/{name}[/versions/{version}]",
         "models": "POST /v2/repository/index",
         "ready": "GET /v2/health/ready",
+        "feedback": "POST /v2/models/{name}/feedback",
         **({"metrics": "GET /metrics", "statistics": "GET /v2/models/stats"}
            if config.metrics else {}),
     }

@@ -268,7 +268,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/metrics", ("GET",), "metrics", Doc(
         "metrics", STATS, "Prometheus metrics",
         "Requests by route, method, model and status; latencies and sizes; inference times "
-        "and rows; model loads and loaded versions; summed over every worker. Served as "
+        "and rows; model loads and loaded versions; drift (PSI and out-of-range values per "
+        "feature against the training data), the prediction log and feedback; summed over "
+        "every worker. Served as "
         f"`{PROMETHEUS_CONTENT_TYPE}`.",
         response("Prometheus text.",
                  {PROMETHEUS_MEDIA_TYPE: {"schema": schema("PrometheusText")}}),
