@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -188,6 +189,37 @@ def test_two_workers_write_two_files_of_whole_records(
     logged = {p.id: p for p in read_log(log_dir, "m").predictions.values()}
     assert set(ids) <= set(logged)
     assert logged[ids[7]].inputs == [[7.0, 0.0, 0.0, 0.0]]
+
+
+def test_every_api_logs_its_inferences(logged_server: tuple[Server, Path]) -> None:
+    server, log_dir = logged_server
+    rows = [[1.5, 2.5, 3.5, 4.5], [0.0, -1.0, 1.0, 2.0]]
+    header = json.dumps({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 32}}]}).encode()
+    requests = {
+        "api-simple": ("/predict", json.dumps({"instances": rows}).encode(), {}),
+        "api-v1": ("/v1/models/m:predict", json.dumps(
+            {"instances": [dict(zip(["f0", "f1", "f2", "f3"], r)) for r in rows]}).encode(), {}),
+        "api-v2-json": ("/v2/models/m/versions/1/infer", json.dumps({"inputs": [
+            {"name": "input", "shape": [2, 4], "datatype": "FP32", "data": rows}]}).encode(),
+            {}),
+        "api-v2-binary": ("/v2/models/m/infer",
+                          header + np.asarray(rows, dtype="<f4").tobytes(),
+                          {"Inference-Header-Content-Length": str(len(header))}),
+    }
+    for request_id, (path, body, headers) in requests.items():
+        reply = send(server.port, "POST", path, body, {**headers, "X-Request-ID": request_id})
+        assert reply.status == 200, reply.body
+
+    def logged() -> dict[str, Any]:
+        found = read_log(log_dir, "m").predictions
+        assert set(requests) <= set(found)
+        return found
+
+    found = wait_until(logged, timeout=10)
+    for request_id in requests:
+        assert found[request_id].inputs == rows and found[request_id].version == "1"
+        assert len(found[request_id].labels) == 2
 
 
 BAD_FEEDBACK = [
