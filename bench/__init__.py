@@ -1,7 +1,8 @@
 """The load benchmark (``python -m bench``): ``scenarios`` (the requests and how their answers
 are checked), ``measure`` (the servers, wrk, CPU and memory), ``report`` (targets, markdown
-tables, the plot) and ``__main__`` (the command line). ``micro`` and ``profile_requests`` are
-tools of their own (``python -m bench.micro``, ``python -m bench.profile_requests``).
+tables, the plot) and ``__main__`` (the command line). ``micro``, ``profile_requests`` and
+``loop_cost`` (drift counting and the prediction log, per request) are tools of their own
+(``python -m bench.micro``, ``python -m bench.profile_requests``, ``python -m bench.loop_cost``).
 
 Run from the repository root: the servers and the training come from ``tests.support``.
 """

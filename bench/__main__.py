@@ -58,8 +58,8 @@ from bench import (FOREST_MODEL, WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL, log,
 from bench.measure import (NOOP_APP, Load, UvicornServer, gunicorn_settings, machine_facts,
                            measure, start_gunicorn)
 from bench.report import TARGET_P99_CONNECTIONS, Report, finish, load_report
-from bench.scenarios import (BASELINE_SCENARIOS, FOREST_SCENARIOS, WIDE_SCENARIOS, Scenario,
-                             check_answers, scenarios, select_scenarios)
+from bench.scenarios import (BASELINE_SCENARIOS, FOREST_SCENARIOS, LOOP_SERVERS, WIDE_SCENARIOS,
+                             Scenario, check_answers, scenarios, select_scenarios)
 from tests.support import ROOT
 from tests.support.models import served_version
 from tests.support.processes import proc_status
@@ -284,6 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if noop_class != worker_class:
                 log(f"warning: the no-op app runs {noop_class} workers, softserve "
                     f"{worker_class}")
+        for name, settings in LOOP_SERVERS.items():  # the loop's settings, one server each
+            if any(s.server == name for s in chosen):
+                log(f"starting softserve with {settings} (prediction log in {tmp / name})")
+                servers[name] = stack.enter_context(start_gunicorn(
+                    repository, args.workers, [*extra, *control(name)], tmp, args.nice,
+                    name=name, env={**settings, "SOFTSERVE_PREDICTION_LOG": str(tmp / name)
+                                    if "SOFTSERVE_PREDICTION_LOG_SAMPLE" in settings else ""}))
         if with_baseline:
             log(f"starting the FastAPI baseline: uvicorn, {args.baseline_workers} workers, "
                 f"model {version_dir}")

@@ -13,7 +13,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -37,15 +37,16 @@ NOISY = 0.15  # cores used by other programs during a run above which its req/s 
 
 
 def start_gunicorn(repository: Path, workers: int, extra_args: Sequence[str], log_dir: Path,
-                   nice: int = 0, app: str = SOFTSERVE_APP, name: str = "softserve") -> Server:
+                   nice: int = 0, app: str = SOFTSERVE_APP, name: str = "softserve",
+                   env: Mapping[str, str] | None = None) -> Server:
     """A gunicorn server with softserve's configuration and the server's own settings
-    (SOFTSERVE_POLL_SECONDS and the rest as a user gets them), ready and idle.
+    (SOFTSERVE_POLL_SECONDS and the rest as a user gets them, but ``env``), ready and idle.
 
     Raises RuntimeError if it does not start.
     """
     return start_server(repository, log_dir, workers=workers, app=app, extra_args=extra_args,
                         name=name, nice=nice, poll_seconds=None, ready_path="/v2/health/ready",
-                        timeout=60, settle=True)
+                        timeout=60, settle=True, env=env)
 
 
 class UvicornServer(Server):

@@ -30,7 +30,10 @@ TARGET_ROWS_PER_S = {f"v2-json-{BATCH_ROWS}": 1_000_000, f"predict-{BATCH_ROWS}"
                      f"wide-v2-binary-{BATCH_ROWS}": 1_000_000}  # issue 14: F = 64, K = 10
 SINGLE_ROW_TARGETS = ("predict-1", "v2-json-1")
 SERVER_TITLES = {"softserve": "softserve", "noop": "no-op WSGI app",
-                 "baseline": "FastAPI baseline"}
+                 "baseline": "FastAPI baseline",
+                 "loop-nodrift": "softserve, SOFTSERVE_DRIFT_SAMPLE=0",
+                 "loop-log10": "softserve, prediction log 10 %",
+                 "loop-log100": "softserve, prediction log 100 %"}
 
 
 @dataclass

@@ -135,13 +135,22 @@ def v2_binary_body(rows: list[list[float]]) -> tuple[bytes, dict[str, str]]:
                           HEADER_LENGTH: str(len(header))}
 
 
+# The loop's cost (issue 17): single-row /predict on servers that differ from softserve's
+# defaults (prediction log off, drift counting on) in one setting each; bench.__main__ starts
+# them, with the prediction log in its temporary directory.
+LOOP_SERVERS: dict[str, dict[str, str]] = {
+    "loop-nodrift": {"SOFTSERVE_DRIFT_SAMPLE": "0"},
+    "loop-log10": {"SOFTSERVE_PREDICTION_LOG_SAMPLE": "0.1"},
+    "loop-log100": {"SOFTSERVE_PREDICTION_LOG_SAMPLE": "1"},
+}
+LOOP_SCENARIOS = tuple(f"{server}-1" for server in LOOP_SERVERS)
 WIDE_SCENARIOS = ("wide-v2-json-1", "wide-v2-binary-1", f"wide-v2-json-{BATCH_ROWS}",
                   f"wide-v2-binary-{BATCH_ROWS}")
 FOREST_SCENARIOS = ("forest-v2-json-1", "forest-v2-binary-1", f"forest-v2-json-{BATCH_ROWS}",
                     f"forest-v2-binary-{BATCH_ROWS}")
 SCENARIO_ORDER = ["noop", "live", "predict-1", "v2-json-1", "v2-binary-1",
                   f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}",
-                  *WIDE_SCENARIOS, *FOREST_SCENARIOS]
+                  *WIDE_SCENARIOS, *FOREST_SCENARIOS, *LOOP_SCENARIOS]
 
 
 def scenarios() -> list[Scenario]:
@@ -160,6 +169,13 @@ def scenarios() -> list[Scenario]:
         out.append(Scenario(f"predict-{suffix}", f"POST /predict, {label}", "POST", "/predict",
                             predict_body, json_headers, n, _check_predict(n),
                             classes=_predict_classes))
+        if n == 1:
+            for server, title in (("loop-nodrift", "drift counting off"),
+                                  ("loop-log10", "prediction log at 10 %"),
+                                  ("loop-log100", "prediction log at 100 %")):
+                out.append(Scenario(f"{server}-1", f"POST /predict, single row, {title}",
+                                    "POST", "/predict", predict_body, json_headers, n,
+                                    _check_predict(n), server=server))
         out.append(Scenario(
             f"v2-json-{suffix}", f"V2 JSON infer, {label}", "POST", f"/v2/models/{MODEL}/infer",
             v2_json_body(rows), json_headers, n, _check_v2_json(n), classes=_v2_json_classes))
@@ -205,6 +221,9 @@ SHORT_NAMES = {
     "forest-v2-binary-1": "V2 binary, 1 row, forest",
     f"forest-v2-json-{BATCH_ROWS}": f"V2 JSON, {BATCH_ROWS} rows, forest",
     f"forest-v2-binary-{BATCH_ROWS}": f"V2 binary, {BATCH_ROWS} rows, forest",
+    "loop-nodrift-1": "/predict, 1 row, drift off",
+    "loop-log10-1": "/predict, 1 row, log 10 %",
+    "loop-log100-1": "/predict, 1 row, log 100 %",
 }
 
 SCENARIO_GROUPS = {
@@ -213,6 +232,8 @@ SCENARIO_GROUPS = {
     "batch": ["live", f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}"],
     "wide": list(WIDE_SCENARIOS),
     "forest": list(FOREST_SCENARIOS),
+    # softserve's defaults (log off, drift on) against each loop setting
+    "loop": ["predict-1", *LOOP_SCENARIOS],
 }
 
 

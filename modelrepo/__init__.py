@@ -23,12 +23,13 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ MAX_CLASSES = 10000
 # replaces NaN itself, so NaN is passed to it).
 MISSING_VALUES = ("refuse", "impute")
 MISSING_VALUES_KEY = "missing_values"
+# Per-feature statistics of the training split, under metadata["data"] (optional: versions
+# published before them have none). Made and read by ``modelrepo.drift``.
+STATISTICS_KEY = "statistics"
 
 # Iris's shape, for examples and documentation only (the training CLI's default data set):
 # never a contract check.
@@ -262,12 +266,42 @@ def _check_names(values: list[Any], what: str, low: int, high: int, path: Path) 
             seen.add(value)
 
 
+def check_statistics(statistics: Any, feature_names: Sequence[str]) -> str | None:
+    """What is wrong with a ``data.statistics`` record for these features, or None if it is
+    usable: one entry per feature, in order, each with sorted edges and len(edges) + 1
+    fractions."""
+    if not isinstance(statistics, dict) or not isinstance(statistics.get("features"), list):
+        return "data.statistics must be an object with a \"features\" list"
+    features = statistics["features"]
+    if len(features) != len(feature_names):
+        return (f"data.statistics has {len(features)} features, the model "
+                f"{len(feature_names)}")
+    for entry, name in zip(features, feature_names):
+        if not isinstance(entry, dict) or entry.get("name") != name:
+            return f"data.statistics: the entry for feature {name!r} is missing or misplaced"
+        edges, fractions = entry.get("edges"), entry.get("fractions")
+        if not isinstance(edges, list) or not isinstance(fractions, list) or \
+                len(fractions) != len(edges) + 1 or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and math.isfinite(v) for v in [*edges, *fractions]) or \
+                any(b <= a for a, b in zip(edges, edges[1:])):
+            return (f"data.statistics: feature {name!r} needs increasing finite \"edges\" and "
+                    "one more \"fractions\" than edges")
+        for key in ("min", "max"):
+            value = entry.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or
+                                      isinstance(value, bool) or not math.isfinite(value)):
+                return f"data.statistics: feature {name!r}: {key} must be a finite number"
+    return None
+
+
 def check_metadata(metadata: Any, path: Path, version: int | None = None) -> dict[str, Any]:
     """Validate a parsed metadata.json against the schema. Raises BrokenVersion.
 
     The shape is the version's own: F = len(feature_names) (1 to MAX_FEATURES unique strings),
     K = len(class_labels) (2 to MAX_CLASSES unique strings), and ``inputs``/``outputs`` must be
-    :func:`signature` (F, K). ``missing_values``, if present, is "refuse" or "impute".
+    :func:`signature` (F, K). ``missing_values``, if present, is "refuse" or "impute";
+    ``data.statistics``, if present, passes :func:`check_statistics`.
     """
     if not isinstance(metadata, dict):
         raise BrokenVersion(path, f"{METADATA_FILE} is not a JSON object")
@@ -294,6 +328,10 @@ def check_metadata(metadata: Any, path: Path, version: int | None = None) -> dic
                                   f"{' or '.join(map(repr, MISSING_VALUES))}")
     if not isinstance(metadata["model"].get("sha256"), str):
         raise BrokenVersion(path, f"{METADATA_FILE}: model.sha256 is missing")
+    if STATISTICS_KEY in metadata["data"]:
+        problem = check_statistics(metadata["data"][STATISTICS_KEY], names)
+        if problem:
+            raise BrokenVersion(path, f"{METADATA_FILE}: {problem}")
     return metadata
 
 

@@ -1,6 +1,7 @@
 """``python -m modelrepo``: list a model's versions, roll it back, restore, import an ONNX
-classifier, and steer its traffic (alias, unalias, promote, canary, shadow, rollout:
-modelrepo/policy.py) — without torch (``import`` needs onnx: ``pip install 'softserve[import]'``).
+classifier, steer its traffic (alias, unalias, promote, canary, shadow, rollout:
+modelrepo/policy.py) and report on what was served (the prediction log) — without torch
+(``import`` needs onnx: ``pip install 'softserve[import]'``).
 
 The server picks up a rollback or a restore at its next poll: no restart. Retired versions are
 renamed ``retired-<N>`` (Triton ignores such names too), never deleted, and their numbers never
@@ -10,6 +11,8 @@ reused: a restore copies a retired version under the next number instead.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -340,6 +343,27 @@ Needs the onnx package: pip install 'softserve[import]' (torch is never needed).
 Exit status: 0 published, 1 promotion gate refused, 2 refused (or bad arguments)."""
 
 
+def cmd_report(repository: Path, model: str, log_dir: Path, as_json: bool) -> int:
+    from modelrepo.report import LogError, format_report, read_log, version_report
+
+    name = modelrepo.check_model_name(model, publishing=False)
+    try:
+        data = read_log(log_dir, name)
+    except LogError as exc:
+        print(f"error: {exc} (give the directory SOFTSERVE_PREDICTION_LOG names, with --log)",
+              file=sys.stderr)
+        return 2
+    model_dir = repository / name
+    versions = version_report(data, model_dir if model_dir.is_dir() else None)
+    if as_json:
+        print(json.dumps({"model": name, "requests": len(data.predictions),
+                          "feedback": data.feedback_items, "unmatched": data.unmatched(),
+                          "skipped_lines": data.skipped_lines, "versions": versions}))
+    else:
+        print("\n".join(format_report(data, versions)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modelrepo",
@@ -405,7 +429,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="publish without serving it: production stays where it is and "
                           "the new version gets the alias 'candidate' (see: promote, rollout)")
     traffic = _traffic_parsers(sub)
-    for p in (p_list, p_back, p_restore, p_import, *traffic):
+    p_report = sub.add_parser(
+        "report", help="what was served and how right it was: the prediction log joined with "
+        "the feedback, per version (accuracy, confusion matrix, drift)",
+        description="Join the prediction log's predictions and feedback by request id and "
+        "print, per version: rows logged, labelled rows, live accuracy, confusion matrix, and "
+        "each feature's PSI against the version's training statistics (< 0.1 stable, 0.1-0.25 "
+        "moderate, > 0.25 significant). Feedback without a logged prediction is counted as "
+        "unmatched.")
+    p_report.add_argument("model")
+    p_report.add_argument("--log", type=Path, metavar="DIR", default=None,
+                          help="the prediction log directory (default: "
+                          "$SOFTSERVE_PREDICTION_LOG)")
+    p_report.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    for p in (p_list, p_back, p_restore, p_import, p_report, *traffic):
         p.add_argument("--artifacts", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                        help="model repository (as above)")
     return parser
@@ -475,6 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             return cmd_list(repository, args.model)
+        if args.command == "report":
+            log_dir = args.log or os.environ.get("SOFTSERVE_PREDICTION_LOG")
+            if not log_dir:
+                print("error: no prediction log: give --log DIR (or set "
+                      "SOFTSERVE_PREDICTION_LOG)", file=sys.stderr)
+                return 2
+            return cmd_report(repository, args.model, Path(log_dir), args.json)
         if args.command == "restore":
             return cmd_restore(repository, args.model, args.version)
         if args.command == "import":

@@ -36,6 +36,7 @@ import onnxruntime as ort
 
 import modelrepo
 from modelrepo import gate, policy
+from modelrepo.drift import feature_statistics
 
 ONNX_MISSING = ("python -m modelrepo import needs the onnx package, which the serving "
                 "environment does not install: pip install 'softserve[import]' "
@@ -814,8 +815,11 @@ def import_model(path: Path, *, labels: str | Sequence[str] | None = None,
                   "exporter": f"imported: {model.producer_name or 'unknown producer'} "
                               f"{model.producer_version}".strip()},
         "libraries": _library_versions(),
+        # The sample's per-feature statistics are what serving measures drift against.
         "data": ({"source": the_sample.source, "rows": int(len(the_sample.rows)),
-                  "sha256": the_sample.sha256} if the_sample is not None
+                  "sha256": the_sample.sha256,
+                  "statistics": feature_statistics(the_sample.rows, feature_names)}
+                 if the_sample is not None
                  else {"source": "none (imported without --sample)", "rows": 0}),
         "training": {"method": "imported", "note": "trained outside softserve"},
         "loss_curve": [],

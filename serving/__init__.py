@@ -16,12 +16,14 @@ from serving.config import Config
 from serving.routes.responses import name_flask_route, register_error_handlers
 from serving.fastpath import FastPath
 from serving.repository import ModelRepository
-from serving.routes import Handlers, ModelNameConverter, docs, metrics, ops, v1, v2
+from serving.routes import Handlers, ModelNameConverter, docs, feedback, metrics, ops, v1, v2
 from serving import ui
 from serving.routes.inference import Inference
 from serving.routes.table import ROUTES
 from serving.telemetry import Telemetry
 from serving.telemetry.access_log import ObservedApp, offer_access_log_buffer
+from serving.telemetry.drift import DriftCounts, expected_fractions, psi_family
+from serving.telemetry.prediction_log import PredictionLog
 from serving.telemetry.logs import configure_logging
 
 __version__ = "0.1.0"
@@ -38,6 +40,32 @@ def _check_handlers(handlers: Handlers) -> None:
         raise RuntimeError(f"routes without a handler: {sorted(missing)}")
     if unrouted := set(handlers) - endpoints:
         raise RuntimeError(f"handlers without a route: {sorted(unrouted)}")
+
+
+def _loop(config: Config, repository: ModelRepository, telemetry: Telemetry | None
+          ) -> tuple[DriftCounts | None, PredictionLog | None]:
+    """What flows back from serving: drift counts (with metrics) and the prediction log."""
+    drift = None
+    if telemetry is not None and config.drift_sample > 0:
+        drift = DriftCounts(config.drift_sample)
+        telemetry.add_source(drift.flush)
+
+        def expected(name: str, version: str) -> dict[str, list[float]] | None:
+            state = repository.models.get(name)
+            number = int(version) if version.isdigit() else None
+            loaded = state.loaded.get(number) if state and number is not None else None
+            return expected_fractions(loaded.metadata) if loaded is not None else None
+
+        telemetry.prometheus.exposition_filters.append(
+            lambda families: psi_family(families, expected))
+    prediction_log = None
+    if config.prediction_log is not None:
+        prediction_log = PredictionLog(config.prediction_log, config.prediction_log_sample,
+                                       config.prediction_log_file_bytes,
+                                       config.prediction_log_max_bytes)
+        if telemetry is not None:
+            telemetry.add_source(prediction_log.add_counts)
+    return drift, prediction_log
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -68,11 +96,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["softserve.telemetry"] = telemetry  # closed by gunicorn.conf's worker_exit
     register_error_handlers(app)
     app.before_request(name_flask_route)  # the route label of what Flask answers
-    inference = Inference(config, repository)
+    drift, prediction_log = _loop(config, repository, telemetry)
+    inference = Inference(config, repository, drift, prediction_log)
     handlers: Handlers = {**ops.handlers(config, repository), **v1.handlers(repository),
                           **v2.handlers(repository), **metrics.handlers(repository, telemetry),
                           **docs.handlers(), **inference.handlers(),
-                          **ui.handlers(repository, telemetry)}
+                          **ui.handlers(repository, telemetry),
+                          **feedback.handlers(config, repository, prediction_log, telemetry)}
     _check_handlers(handlers)
     # The route table is the URL map: Flask gets every route but the hot ones, which the hot
     # path answers whole (every method) in front of it.

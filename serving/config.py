@@ -34,6 +34,18 @@ class Config:
     # softserve's gunicorn worker: how long a client may take to send a request once it has
     # begun, and may stall while taking its answer
     request_timeout: float = 10.0
+    # The prediction log (serving/telemetry/prediction_log.py): a directory to write what was
+    # served and the feedback received (None: off), the share of inferences logged, the size
+    # at which a worker starts a new file, and the cap on the directory's total size.
+    prediction_log: Path | None = None
+    prediction_log_sample: float = 1.0
+    prediction_log_file_bytes: int = 64 * 1024 * 1024
+    prediction_log_max_bytes: int = 1024 * 1024 * 1024
+    # Drift counting (serving/telemetry/drift.py): the share of inference requests whose rows
+    # are counted into the training bins (0 turns it off); needs metrics.
+    drift_sample: float = 1.0
+    # POST /v2/models/<name>/feedback: the most items one request may carry.
+    feedback_max_items: int = 1000
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,
@@ -50,6 +62,8 @@ class Config:
             raise ConfigError(f"unknown configuration keys: {sorted(unknown)}")
         config = replace(cls(), **{**values, **dict(overrides or {})})
         config = replace(config, model_repository=Path(config.model_repository))
+        if config.prediction_log is not None:
+            config = replace(config, prediction_log=Path(config.prediction_log))
         config.check()
         return config
 
@@ -67,6 +81,20 @@ class Config:
             raise ConfigError(f"{PREFIX}REQUEST_TIMEOUT must be > 0, not {self.request_timeout}")
         if self.keep_versions < 1:
             raise ConfigError(f"{PREFIX}KEEP_VERSIONS must be >= 1, not {self.keep_versions}")
+        for name in ("prediction_log_sample", "drift_sample"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be between 0 and 1, not "
+                                  f"{getattr(self, name)}")
+        if self.prediction_log_file_bytes < 4096:
+            raise ConfigError(f"{PREFIX}PREDICTION_LOG_FILE_BYTES must be >= 4096, not "
+                              f"{self.prediction_log_file_bytes}")
+        if self.prediction_log_max_bytes < self.prediction_log_file_bytes:
+            raise ConfigError(f"{PREFIX}PREDICTION_LOG_MAX_BYTES ({self.prediction_log_max_bytes}"
+                              f") must be at least {PREFIX}PREDICTION_LOG_FILE_BYTES "
+                              f"({self.prediction_log_file_bytes})")
+        if self.feedback_max_items < 1:
+            raise ConfigError(f"{PREFIX}FEEDBACK_MAX_ITEMS must be >= 1, not "
+                              f"{self.feedback_max_items}")
         if not isinstance(logging.getLevelName(self.log_level.upper()), int):
             raise ConfigError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
                               f"not {self.log_level!r}")

@@ -12,9 +12,10 @@ from typing import Any
 from modelrepo import (DEFAULT_MODEL_ENV, REPOSITORY_ENV, BrokenVersion, RepositoryError,
                        check_model_name, default_repository, model_names, predict_model,
                        version_dirs)
+from modelrepo.gate import latest_valid_version
 from training.data import (CLASS_WEIGHTS, DEFAULT_BATCH_SIZE, FULL_BATCH_ROWS, IMPUTE_STRATEGIES,
                            MAX_CLASSES, MAX_FEATURES, MIN_ROWS_PER_CLASS, DataError, column_list,
-                           delimiter_from_option, load)
+                           delimiter_from_option, from_log, load)
 
 EXIT_BAD_DATA = 2
 EXIT_GATE = 1
@@ -31,11 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 published (or nothing to do), 1 a gate refused the candidate, "
         "2 bad arguments or a bad data file.",
     )
-    p.add_argument("--data", default="iris", metavar="iris|toy|PATH.csv",
-                   help="dataset: the bundled Iris data (default), the tutorial's 8 toy rows, or "
+    p.add_argument("--data", default=None, metavar="iris|toy|PATH.csv",
+                   help="dataset: the bundled Iris data (default; none with --from-log), the "
+                   "tutorial's 8 toy rows, or "
                    "a CSV (or .csv.gz) with a header, numeric feature columns and one label "
                    f"column: F features (1 to {MAX_FEATURES}) and K distinct labels (2 to "
                    f"{MAX_CLASSES}, strings or integers) make nn.Linear(F, K)")
+    p.add_argument("--from-log", type=Path, metavar="DIR",
+                   help="train on what was served: the rows of the prediction log "
+                   "(SOFTSERVE_PREDICTION_LOG) that have feedback labels, joined by request id, "
+                   "after --data's rows if given; needs --model-name (the served model, whose "
+                   "features and labels the new version keeps). metadata.json records how many "
+                   "rows came from where (data.provenance)")
     p.add_argument("--label-column", metavar="NAME",
                    help="the CSV's label column, at any position (default: the last column)")
     columns = p.add_mutually_exclusive_group()
@@ -179,9 +187,20 @@ def predict_line(repository: Path, published: str | None = None) -> str:
     return line
 
 
+def served_metadata(model_dir: Path) -> dict[str, Any] | None:
+    """The metadata of the version a server serves now (production, else the highest valid),
+    or None."""
+    served = latest_valid_version(model_dir)
+    return served[1] if served is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.from_log is not None and not args.model_name:
+        parser.error("--from-log needs --model-name: the served model whose log to train on")
+    if args.data is None and args.from_log is None:
+        args.data = "iris"
     if args.epochs < 0 or args.lr <= 0 or args.log_every < 0:
         parser.error("--epochs and --log-every must be >= 0, --lr > 0")
     val_fraction = args.val_fraction
@@ -245,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # Heavy imports only once the arguments are known to be good: --help stays instant.
     try:
-        dataset = load(args.data, args.label_column, delimiter, features, ignore,
-                       args.impute is not None)
+        if args.from_log is not None:
+            original = load(args.data, args.label_column, delimiter, features, ignore,
+                            args.impute is not None) if args.data else None
+            dataset = from_log(args.from_log, model_name, served_metadata(repository / model_name),
+                               original, args.impute is not None)
+        else:
+            dataset = load(args.data, args.label_column, delimiter, features, ignore,
+                           args.impute is not None)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA

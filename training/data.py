@@ -20,6 +20,7 @@ import shlex
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,9 @@ class Dataset:
     sha256: str  # of the file's bytes, or of the toy rows' canonical text
     missing: int = 0  # cells without a value (only with impute)
     reader: str = field(default="builtin", compare=False)  # "pyarrow" or "csv" for a CSV
+    # How many rows came from where, when not all from one file (--from-log): metadata.json
+    # records it under data.provenance.
+    provenance: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def rows(self) -> int:
@@ -525,3 +529,80 @@ def load(spec: str, label_column: str | None = None, delimiter: str | None = Non
     if spec == "toy":
         return toy()
     return read_csv(Path(spec), label_column, delimiter, features, ignore, impute)
+
+
+def from_log(directory: Path, model: str, served: dict[str, Any] | None = None,
+             original: Dataset | None = None, impute: bool = False) -> Dataset:
+    """A dataset of the rows ``model`` served that have feedback labels (the prediction log in
+    ``directory``, joined by request id), after ``original``'s rows if given.
+
+    The features are ``served``'s (the metadata of the version served now) if given, else
+    those of the latest labelled logged row; logged rows with other
+    feature names are left out, and ``original``'s columns are taken by name. The class labels
+    are ``served``'s, with any other label found appended. ``provenance`` says how many rows
+    came from where. Raises DataError: an unreadable log, no labelled row, an original without
+    the features, a missing value without ``impute``.
+    """
+    from modelrepo.report import LogError, read_log, training_rows
+
+    name = str(directory)
+    try:
+        data = read_log(directory, model)
+    except LogError as exc:
+        raise DataError(str(exc)) from None
+    labelled = data.labelled()
+    if served is not None:
+        feature_names = list(served["feature_names"])
+    elif labelled:
+        feature_names = labelled[-1][0].feature_names
+    else:
+        feature_names = list(original.feature_names) if original is not None else []
+    rows, labels = training_rows(data, feature_names)
+    if not len(labels):
+        raise DataError(
+            f"{name}: no logged prediction of model {model!r} has a feedback label "
+            f"({len(data.predictions)} predictions, {data.feedback_items} feedback items, "
+            f"{data.unmatched()} unmatched): send true labels to POST /v2/models/{model}/"
+            "feedback with the request ids the predictions answered")
+    features, all_labels = [rows], list(labels)
+    original_rows = 0
+    if original is not None:
+        missing = [f for f in feature_names if f not in original.feature_names]
+        if missing:
+            raise DataError(f"{original.source}: no column {missing[0]!r}: the original data "
+                            f"must have the served model's features {feature_names}")
+        order = [original.feature_names.index(f) for f in feature_names]
+        features.insert(0, original.features[:, order])
+        all_labels = [original.class_labels[i] for i in original.labels.tolist()] + all_labels
+        original_rows = original.rows
+    values = np.concatenate(features).astype(np.float32)
+    missing_cells = int(np.isnan(values).sum())
+    if missing_cells and not impute:
+        raise DataError(f"{name}: {missing_cells} missing values among the logged rows"
+                        f"{IMPUTE_HINT}")
+    classes = list(served["class_labels"]) if served is not None else []
+    classes += _class_order(set(all_labels) - set(classes))
+    if len(classes) < 2:
+        raise DataError(f"{name}: every labelled row has the label {classes[0]!r}; a "
+                        "classifier needs at least 2 classes")
+    index = {label: i for i, label in enumerate(classes)}
+    digest = hashlib.sha256(values.tobytes())
+    digest.update("\n".join(all_labels).encode())
+    provenance = {"log": {"directory": name, "rows": len(labels), "files": data.files,
+                          "requests": len(data.predictions),
+                          "feedback_items": data.feedback_items,
+                          "unmatched_feedback": data.unmatched()}}
+    if original is not None:
+        provenance["data"] = {"source": original.source, "rows": original_rows,
+                              "sha256": original.sha256}
+    return Dataset(
+        features=values,
+        labels=np.asarray([index[label] for label in all_labels], dtype=np.int64),
+        feature_names=feature_names,
+        class_labels=classes,
+        source=f"log {name} (model {model})" + (f" + {original.source}" if original else ""),
+        sha256=digest.hexdigest(),
+        missing=missing_cells,
+        reader="prediction log",
+        provenance=provenance,
+    )

@@ -14,6 +14,7 @@ from modelrepo import policy as traffic
 # The promotion gate lives in modelrepo (torch-free: the import command runs it too); these
 # names stay importable from here.
 from modelrepo.gate import GateFailed, latest_valid_version, shape_changes  # noqa: F401
+from modelrepo.drift import feature_statistics
 from training.data import Dataset
 from training.train import FitResult, TrainConfig
 
@@ -82,7 +83,12 @@ def build_metadata(candidate: Candidate, extra: dict[str, Any] | None = None) ->
         "libraries": library_versions(),
         "data": {"source": ds.source, "rows": ds.rows, "sha256": ds.sha256,
                  "train_rows": int(len(fit.split.train)),
-                 "validation_rows": int(len(fit.split.validation))},
+                 "validation_rows": int(len(fit.split.validation)),
+                 # Where the rows came from (--from-log: the served log and the original data).
+                 **({"provenance": ds.provenance} if ds.provenance else {}),
+                 # What serving compares its traffic with (drift): the training split's figures.
+                 "statistics": feature_statistics(ds.features[fit.split.train],
+                                                  ds.feature_names)},
         "training": training,
         "loss_curve": fit.history,
         "metrics": fit.metrics,

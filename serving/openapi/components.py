@@ -295,6 +295,50 @@ def schema_components() -> dict[str, Json]:
                           "description": "-1 marks a variable dimension (the batch)."},
             },
         },
+        # ---- feedback (softserve's extension; serving/routes/feedback.py)
+        "FeedbackItem": {
+            "type": "object",
+            "description": "The true label of a served prediction, by the request id it was "
+                           "answered with (its X-Request-ID header). An id that matches no "
+                           "logged prediction is accepted (counted as unmatched by "
+                           "`python -m modelrepo report`).",
+            "required": ["id", "label"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string", "minLength": 1, "maxLength": 200,
+                       "example": "3f2a9c1e5b7d4a60000000000000002a"},
+                "label": {"type": "string", "description": "One of the model's labels.",
+                          "example": "setosa"},
+                "row": {"type": "integer", "minimum": 0, "default": 0,
+                        "description": "The row of a multi-row request."},
+                "model_version": {"type": "string", "pattern": "^[1-9][0-9]*$",
+                                  "description": "The version that answered (with `class`: "
+                                                 "counted in softserve_feedback_total).",
+                                  "example": "1"},
+                "class": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+                          "description": "The label (or class index) the client received.",
+                          "example": "versicolor"},
+            },
+        },
+        "FeedbackRequest": {
+            "description": "One feedback item or a list of them (at most "
+                           "SOFTSERVE_FEEDBACK_MAX_ITEMS, else 413).",
+            "oneOf": [schema("FeedbackItem"),
+                      {"type": "array", "minItems": 1, "items": schema("FeedbackItem")}],
+            "example": [{"id": "3f2a9c1e5b7d4a60000000000000002a", "label": "setosa",
+                         "model_version": "1", "class": "setosa"}],
+        },
+        "FeedbackAccepted": {
+            "type": "object",
+            "required": ["accepted", "logged"],
+            "additionalProperties": False,
+            "properties": {
+                "accepted": {"type": "integer", "minimum": 1, "example": 1},
+                "logged": {"type": "boolean", "description": "Written to the prediction log "
+                           "(false when SOFTSERVE_PREDICTION_LOG is not set: counted only).",
+                           "example": True},
+            },
+        },
         "Live": {
             "type": "object",
             "required": ["live"],
@@ -813,6 +857,11 @@ INFER_BAD_EXAMPLE = {
     "error": f'input "{INPUT_NAME}" has unsupported datatype BOOL: send FP32 (or FP64, INT32, '
              "INT64)"
 }
+def feedback_body() -> Json:
+    return {"required": True, "description": "UTF-8 JSON." + NO_CONTENT_TYPE,
+            "content": json_media("FeedbackRequest")}
+
+
 METRICS_OFF = "Metrics are turned off (SOFTSERVE_METRICS=0)."
 METRICS_OFF_EXAMPLE = {"error": "metrics are turned off (SOFTSERVE_METRICS=0)"}
 

@@ -17,6 +17,8 @@ from serving.errors import BadRequest, ModelNotFound, PayloadTooLarge
 from serving.model import LoadedModel
 from serving.repository import ModelRepository, ModelState
 from serving.routes import Handlers
+from serving.telemetry.drift import DriftCounts
+from serving.telemetry.prediction_log import PredictionLog
 from serving.telemetry.record import RECORD_KEY
 from serving.telemetry.shadow import shadow_task
 
@@ -72,10 +74,33 @@ def _account(environ: dict[str, Any], rows: int, started: float, decoded: float,
     record.decode_seconds, record.infer_seconds = decoded - started, predicted - decoded
 
 
+def _observe(environ: dict[str, Any], model: LoadedModel, rows: Any, probabilities: Any,
+             classes: Any, drift: DriftCounts | None, log: PredictionLog | None) -> None:
+    """After the answer is sent: count the rows for drift and log the inference, each if
+    sampled (neither adds to the client's latency, nor can fail its answer)."""
+    drift = drift if drift is not None and drift.sampled() else None
+    log = log if log is not None and log.sampled() else None
+    if drift is None and log is None:
+        return
+    record = environ[RECORD_KEY]
+
+    def task() -> None:
+        if drift is not None:
+            drift.count(model.name, model.version, model.metadata, rows)
+        if log is not None:
+            log.prediction(record, model.feature_names, model.class_labels, rows,
+                           probabilities, classes)
+
+    record.after_answer(task)
+
+
 class Inference:
-    def __init__(self, config: Config, repository: ModelRepository) -> None:
+    def __init__(self, config: Config, repository: ModelRepository,
+                 drift: DriftCounts | None = None,
+                 prediction_log: PredictionLog | None = None) -> None:
         self.config = config
         self.repository = repository
+        self.drift, self.prediction_log = drift, prediction_log
 
     def handlers(self) -> Handlers:
         """The hot routes' handlers, by endpoint: ``(environ, **url args) -> Answer``."""
@@ -127,6 +152,7 @@ class Inference:
                                         model.class_labels)
         _account(environ, len(rows), started, decoded, predicted)
         self._shadow(environ, model, rows, probabilities, classes)
+        _observe(environ, model, rows, probabilities, classes, self.drift, self.prediction_log)
         return out, _JSON_HEADERS
 
     def infer(self, environ: dict[str, Any], name: str, version: str | None = None) -> Answer:
@@ -144,4 +170,6 @@ class Inference:
                                            classes, model.class_labels)
         _account(environ, len(request.inputs), started, decoded, predicted)
         self._shadow(environ, model, request.inputs, probabilities, classes)
+        _observe(environ, model, request.inputs, probabilities, classes, self.drift,
+                 self.prediction_log)
         return out, list(headers.items())

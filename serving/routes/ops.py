@@ -18,7 +18,8 @@ def handlers(config: Config, repository: ModelRepository) -> Handlers:
 
     # Triton's read-only repository index and model configuration (serving.routes.v2).
     extensions = [*SERVER_EXTENSIONS, "model_repository", "model_configuration",
-                  *(["statistics"] if config.metrics else [])]
+                  *(["statistics"] if config.metrics else []),
+                  "softserve_feedback"]  # POST /v2/models/<name>/feedback
     metadata = {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
     # Where a person (or a script) who found the server starts: what to read, what to call.
     endpoints = {
@@ -31,6 +32,7 @@ def handlers(config: Config, repository: ModelRepository) -> Handlers:
         "v2_metadata": "GET /v2/models/{name}[/versions/{version}]",
         "models": "POST /v2/repository/index",
         "ready": "GET /v2/health/ready",
+        "feedback": "POST /v2/models/{name}/feedback",
         **({"metrics": "GET /metrics", "statistics": "GET /v2/models/stats"}
            if config.metrics else {}),
     }

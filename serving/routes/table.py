@@ -33,6 +33,7 @@ from serving.openapi.components import (
     instances_body,
     json_media,
     ref,
+    feedback_body,
     response,
     schema,
 )
@@ -41,7 +42,8 @@ from serving.routes.metrics import PROMETHEUS_CONTENT_TYPE
 SIMPLE, V2_HEALTH, V2_MODELS, V2_INFER, STATS, DOCS = (
     "Simple JSON and KServe V1", "V2 health and metadata", "V2 model metadata", "V2 inference",
     "Statistics and metrics", "Documentation")
-TAGS = (SIMPLE, V2_HEALTH, V2_MODELS, V2_INFER, STATS, DOCS)
+FEEDBACK = "Feedback"
+TAGS = (SIMPLE, V2_HEALTH, V2_MODELS, V2_INFER, STATS, DOCS, FEEDBACK)
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,28 @@ ROUTES: tuple[Route, ...] = (
         (_NAME_PATHS[1], "v2VersionInfer", "Inference with a version",
          "Run one version of the model."))),
 
+    # ---- feedback: true labels for what was served (a softserve extension)
+    Route("/v2/models/<model:name>/feedback", ("POST",), "feedback", Doc(
+        "feedback", FEEDBACK, "Feedback: true labels of served predictions",
+        "One item or a list of `{\"id\": \"<request id>\", \"label\": \"<true label>\"}` "
+        "(optionally `row`, and the `model_version` and `class` the client received). Written "
+        "to the prediction log (SOFTSERVE_PREDICTION_LOG) as feedback events, joined with the "
+        "predictions by `python -m modelrepo report` and `python -m training --from-log`; with "
+        "`model_version` and `class`, counted in softserve_feedback_total. Without a prediction "
+        "log, accepted and counted only (`logged: false`)." + NO_CONTENT_TYPE,
+        None, (400, 404, 405, 413, 503), request_body=feedback_body(),
+        more={"202": response("Accepted.", json_media("FeedbackAccepted"))},
+        descriptions={400: "Not JSON, not an item or a list of items, an unknown key, or a "
+                           "label (or class) that is not one of the model's.",
+                      413: "More items than SOFTSERVE_FEEDBACK_MAX_ITEMS, or a body over "
+                           "SOFTSERVE_MAX_BODY_BYTES.",
+                      503: "The model has no valid version (its labels are unknown)."},
+        examples={400: {"error": "feedback[0]: \"label\" 'rose' is not a label of model "
+                                 "'iris' version 1 ('setosa', 'versicolor', 'virginica') nor a "
+                                 "class index 0 to 2"},
+                  413: {"error": "1001 feedback items, more than the 1000 allowed per request "
+                                 "(SOFTSERVE_FEEDBACK_MAX_ITEMS): split them"}})),
+
     # ---- statistics and metrics
     Route("/v2/models/stats", ("GET",), "statistics", Doc(
         "v2Statistics", STATS, "Statistics of every model",
@@ -269,7 +293,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/metrics", ("GET",), "metrics", Doc(
         "metrics", STATS, "Prometheus metrics",
         "Requests by route, method, model and status; latencies and sizes; inference times "
-        "and rows; model loads and loaded versions; summed over every worker. Served as "
+        "and rows; model loads and loaded versions; drift (PSI and out-of-range values per "
+        "feature against the training data), the prediction log and feedback; summed over "
+        "every worker. Served as "
         f"`{PROMETHEUS_CONTENT_TYPE}`.",
         response("Prometheus text.",
                  {PROMETHEUS_MEDIA_TYPE: {"schema": schema("PrometheusText")}}),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -47,6 +48,15 @@ SHADOW_ROWS = "softserve_shadow_rows"
 SHADOW_AGREED = "softserve_shadow_agreed_rows"
 SHADOW_MAX_DIFF = "softserve_shadow_max_probability_difference"
 SHADOW_SECONDS = "softserve_shadow_duration_seconds"
+# Drift (telemetry/drift.py): the per-bin counts are read back at each scrape into a PSI gauge,
+# and not shown themselves.
+DRIFT_BINS = "softserve_drift_bin_values"
+DRIFT_ROWS = "softserve_drift_rows"
+DRIFT_OUT_OF_RANGE = "softserve_drift_out_of_range"
+# The prediction log and feedback (telemetry/prediction_log.py, routes/feedback.py).
+PREDICTION_LOG_RECORDS = "softserve_prediction_log_records"
+PREDICTION_LOG_DROPPED = "softserve_prediction_log_dropped"
+FEEDBACK = "softserve_feedback"
 
 Labels = tuple[str, ...]
 
@@ -163,6 +173,25 @@ class PrometheusBridge:
         self.shadow_seconds = Histogram(
             SHADOW_SECONDS, "onnxruntime run time of the shadow version per replayed request.",
             shadow, buckets=INFERENCE_BUCKETS, registry=r)
+        self.drift_bins = Counter(DRIFT_BINS, "Values served per training bin (read into "
+                                  f"{DRIFT_BINS.replace('bin_values', 'psi')}, not exposed).",
+                                  ["model", "version", "feature", "bin"], registry=r)
+        self.drift_rows = Counter(DRIFT_ROWS, "Rows counted for drift (SOFTSERVE_DRIFT_SAMPLE "
+                                  "of the requests).", ["model", "version"], registry=r)
+        self.drift_out_of_range = Counter(
+            DRIFT_OUT_OF_RANGE, "Values counted for drift outside the training [min, max].",
+            ["model", "version", "feature"], registry=r)
+        self.prediction_log_records = Counter(
+            PREDICTION_LOG_RECORDS, "Records written to the prediction log, by kind.", ["kind"],
+            registry=r)
+        self.prediction_log_dropped = Counter(
+            PREDICTION_LOG_DROPPED, "Prediction-log records lost (an unwritable directory, a "
+            "full disk), by kind.", ["kind"], registry=r)
+        self.feedback = Counter(FEEDBACK, "Feedback labels that name the version and class "
+                                "the client received, by outcome (correct or wrong).",
+                                ["model", "version", "outcome"], registry=r)
+        # What each scrape's families pass through before they are written (drift's PSI).
+        self.exposition_filters: list[Callable[[Iterable[Metric]], list[Metric]]] = []
 
     def add(self, figures: Figures, in_flight: int) -> None:
         """Add ``figures`` to the metrics (their files, under gunicorn), and set the gauge of
@@ -216,5 +245,23 @@ class PrometheusBridge:
         return registry
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of ``every_worker()``."""
-        return generate_latest(self.every_worker())
+        """The Prometheus text format of ``every_worker()``, through ``exposition_filters``."""
+        registry = self.every_worker()
+        if not self.exposition_filters:
+            return generate_latest(registry)
+        families: list[Metric] = list(registry.collect())
+        for transform in self.exposition_filters:
+            families = transform(families)
+        out = CollectorRegistry(auto_describe=False)
+        out.register(_Families(families))
+        return generate_latest(out)
+
+
+class _Families:
+    """Metric families already collected, as a collector."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -32,6 +33,13 @@ class Telemetry:
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # More figures to hand over at each flush (drift counts, prediction-log counts).
+        self._sources: list[Callable[[PrometheusBridge], None]] = []
+
+    def add_source(self, source: Callable[[PrometheusBridge], None]) -> None:
+        """Call ``source(bridge)`` at every flush (in the flush thread, and at close), to add
+        figures kept elsewhere. What it raises is the flush's."""
+        self._sources.append(source)
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -110,6 +118,8 @@ class Telemetry:
                 figures, self._pending = self._pending, Figures()
                 in_flight = self._in_flight
             self.prometheus.add(figures, in_flight)
+            for source in self._sources:
+                source(self.prometheus)
 
     def start(self) -> None:
         """Flush every ``flush_seconds`` in a daemon thread (one per worker process)."""

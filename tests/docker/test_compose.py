@@ -356,8 +356,12 @@ def test_compose_file_is_valid_and_says_what_users_get() -> None:
     train, serve, retrain = services["train"], services["serve"], services["retrain"]
     assert train["command"] == ["--if-empty"]
     assert serve["depends_on"]["train"]["condition"] == "service_completed_successfully"
-    [models] = serve["volumes"]
+    models, served = sorted(serve["volumes"], key=lambda v: v["target"])
     assert models["type"] == "volume" and models["target"] == "/models" and models["read_only"]
+    # the prediction log: a volume of its own, written by the server, read by retrain
+    assert served["type"] == "volume" and served["target"] == "/served"
+    assert not served.get("read_only") and serve["environment"]["SOFTSERVE_PREDICTION_LOG"] == \
+        "/served"
     assert [p["target"] for p in serve["ports"]] == [8080]
     assert serve["ports"][0]["published"] == "8080" and serve["ports"][0]["host_ip"] == "127.0.0.1"
     assert "/v2/health/ready" in " ".join(serve["healthcheck"]["test"])
@@ -366,7 +370,7 @@ def test_compose_file_is_valid_and_says_what_users_get() -> None:
     assert "profiles" not in train and "profiles" not in serve
     assert retrain["profiles"] == ["retrain"]
     assert {v["target"]: v.get("read_only", False) for v in retrain["volumes"]} == {
-        "/models": False, "/data": True}
+        "/models": False, "/data": True, "/served": True}
     # Nothing of the test machines' set-up in what users run.
     for path in (COMPOSE_FILE, ROOT / "serving" / "Dockerfile", TRAINING_DOCKERFILE):
         text = path.read_text()
