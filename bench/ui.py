@@ -2,7 +2,9 @@
 
 Publishes ``--models`` linear models of ``--versions`` versions each into a temporary repository
 (never ``artifacts/``), with metadata as full as training writes (a 1000-epoch loss curve,
-metrics, a confusion matrix, per-class figures, parity) and shapes from 4 x 2 to 64 x 10; starts
+metrics, a confusion matrix, per-class figures, parity, the training statistics drift is
+counted against) and shapes from 4 x 2 to 64 x 10, model-02 with a traffic policy (production
+one version behind the latest, the latest on a 10% canary: its page shows both drift tables); starts
 the real gunicorn (``serving/gunicorn.conf.py``, 2 workers, metrics on, every version loaded:
 ``SOFTSERVE_KEEP_VERSIONS`` = ``--versions``) on a free 127.0.0.1 port; sends inference
 requests to every version so that the live figures have something to read; then asks each
@@ -38,7 +40,8 @@ TARGET_MS = 50.0
 SHAPES = [(4, 3), (13, 2), (64, 10), (4, 2), (30, 5)]
 
 
-def rich_metadata(features: int, classes: int, seed: int) -> dict[str, Any]:
+def rich_metadata(features: int, classes: int, seed: int,
+                  statistics: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metadata with everything training records, sized like a real run's."""
     import modelrepo
     from tests.support.models import class_labels, feature_names
@@ -59,7 +62,7 @@ def rich_metadata(features: int, classes: int, seed: int) -> dict[str, Any]:
         "model": {"opset": 17, "exporter": "onnx.helper (bench/ui.py)"},
         "libraries": {"python": sys.version.split()[0]},
         "data": {"source": "bench", "rows": 1500, "sha256": "0" * 64, "train_rows": 1200,
-                 "validation_rows": 300},
+                 "validation_rows": 300, **({"statistics": statistics} if statistics else {})},
         "training": {"epochs": epochs, "lr": 0.1, "seed": seed, "standardize": True,
                      "standardization": {"mean": [0.5] * features, "std": [1.0] * features}},
         "loss_curve": curve,
@@ -76,15 +79,26 @@ def rich_metadata(features: int, classes: int, seed: int) -> dict[str, Any]:
 
 
 def publish(repository: Path, models: int, versions: int) -> None:
+    import numpy as np
+
     import modelrepo
-    from tests.support.models import linear_model_bytes
+    from modelrepo import policy
+    from modelrepo.drift import feature_statistics
+    from tests.support.models import feature_names, linear_model_bytes
 
     for m in range(models):
         features, classes = SHAPES[m % len(SHAPES)]
         graph = linear_model_bytes(features, classes, seed=m)
+        statistics = feature_statistics(np.random.default_rng(m).normal(0.5, 1, (1200, features)),
+                                        feature_names(features))
         for v in range(versions):
             modelrepo.publish_version(repository, f"model-{m:02d}", graph,
-                                      rich_metadata(features, classes, v))
+                                      rich_metadata(features, classes, v, statistics))
+        if m == 2:
+            with modelrepo.model_lock(repository / "model-02"):
+                policy.write_policy(repository / "model-02", policy.Policy(
+                    aliases={policy.PRODUCTION: versions - 1, policy.CANDIDATE: versions},
+                    canary=policy.Split(versions, 10.0)))
         print(f"\rpublished {m + 1}/{models} models x {versions} versions", end="",
               file=sys.stderr, flush=True)
     print(file=sys.stderr)
@@ -137,9 +151,11 @@ def main(argv: list[str] | None = None) -> int:
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
             for m in range(args.models):  # live figures for every version
                 features, _ = SHAPES[m % len(SHAPES)]
-                body = json.dumps({"inputs": [{"name": "input", "shape": [1, features],
+                # 8 rows: drift counts something in every bin family
+                body = json.dumps({"inputs": [{"name": "input", "shape": [8, features],
                                                "datatype": "FP32",
-                                               "data": [0.5] * features}]})
+                                               "data": [0.5 + (i % 7) / 3 - 1
+                                                        for i in range(8 * features)]}]})
                 for v in range(1, args.versions + 1):
                     connection.request("POST", f"/v2/models/model-{m:02d}/versions/{v}/infer",
                                        body=body)

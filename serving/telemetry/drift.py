@@ -156,10 +156,15 @@ def psi_family(families: Iterable[Metric], expected: Expected) -> list[Metric]:
         by_feature = fractions[(model, version)]
         if not by_feature or feature not in by_feature:
             continue
-        e = by_feature[feature]
-        counts = [counted.get(b, 0.0) for b in range(len(e))]
-        gauge.add_metric([model, version, feature], round(psi(e, counts), 6))
+        gauge.add_metric([model, version, feature], feature_psi(by_feature[feature], counted))
     return [*kept, gauge]
+
+
+def feature_psi(expected: list[float], counted: dict[int, float]) -> float:
+    """One feature's PSI as ``softserve_drift_psi`` shows it: ``counted`` (bin -> values,
+    every worker's summed) against the training fractions ``expected``, rounded to 6 places.
+    The page (serving/ui/views.py) shows the same figure. Raises nothing of its own."""
+    return round(psi(expected, [counted.get(b, 0.0) for b in range(len(expected))]), 6)
 
 
 def expected_fractions(metadata: dict[str, Any]) -> dict[str, list[float]] | None:

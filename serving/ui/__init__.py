@@ -96,8 +96,9 @@ def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handle
     def ui_model(name: str) -> Response:
         started = time.perf_counter()
         state = repository.state(name)  # 404 for an unknown model
+        figures, drift = views.read([name], drift_model=name)
         return page("model.html", f"{name} · softserve", started,
-                    model=views.model(state, views.figures([name]), details=True))
+                    model=views.model(state, figures, details=True, drift=drift))
 
     def ui_compare(name: str) -> Response:
         started = time.perf_counter()

@@ -7,9 +7,10 @@ once per loaded version (``VersionDetail``, cached by the ``LoadedModel``, which
 while the version is unchanged); what changes between requests (states, telemetry) is read per
 page. ``python -m bench.ui`` measures a page of 20 models x 10 versions.
 
-Two places wait for features built elsewhere and are filled only when present:
-``traffic_labels`` (aliases, canary and shadow shares: the traffic policy) and
-``feature_drift`` (drift per feature).
+The traffic policy (modelrepo.policy, as the served state applies it) gives the versions'
+labels (aliases, canary and shadow shares), the live version (production, else the latest) and
+the policy's summary; drift (serving/telemetry/drift.py) the per-feature PSI of the live version
+and of a canary, from the same multiprocess files, in the same pass as the live figures.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,16 @@ from serving.config import PREFIX
 from serving.model import LoadedModel
 from serving.repository import ModelRepository, ModelState
 from serving.telemetry import Telemetry
-from serving.telemetry.prometheus import LAST_INFERENCE, MODEL_REQUEST_SECONDS, MODEL_REQUESTS
+from modelrepo.drift import reading
+from serving.telemetry.drift import expected_fractions, feature_psi
+from serving.telemetry.prometheus import (
+    DRIFT_BINS,
+    DRIFT_OUT_OF_RANGE,
+    DRIFT_ROWS,
+    LAST_INFERENCE,
+    MODEL_REQUEST_SECONDS,
+    MODEL_REQUESTS,
+)
 from serving.ui.charts import ConfusionMatrix, confusion_matrix, loss_curve_svg
 
 FLOAT32_LIMIT = "3.4028234e38"  # the form's min/max: what an FP32 input can hold
@@ -95,12 +105,38 @@ class VersionDetail:
     missing_values: str
     fields: list[FormField]
     prefill_source: str
+    # the training fractions per feature (data.statistics), None when not recorded
+    drift_fractions: dict[str, list[float]] | None = None
 
 
 @dataclass(frozen=True)
 class DriftRow:
+    """One feature's drift: every worker's counts summed, the PSI as /metrics shows it."""
+
     feature: str
-    figures: list[tuple[str, str]]
+    psi: float | None  # None: no value of it counted yet
+    reading: str  # "stable", "moderate", "significant" (modelrepo.drift), or ""
+    out_of_range: int  # values outside the training [min, max]
+
+
+@dataclass(frozen=True)
+class DriftTable:
+    """Drift of one served version (the live one, or a canary)."""
+
+    version: int
+    role: str  # "live" or "canary"
+    rows: int  # rows counted (SOFTSERVE_DRIFT_SAMPLE and the per-width stride apply)
+    features: list[DriftRow]
+
+
+@dataclass(frozen=True)
+class TrafficView:
+    """The model's traffic policy as it applies, in words."""
+
+    target: str  # "production" or "latest": what answers a request naming no version
+    parts: list[str]  # the canary's and the shadow's shares
+    rollout: str  # the last rollout's verdict, or ""
+    problems: list[tuple[str, str]]  # (alias or part, why it is ignored)
 
 
 @dataclass
@@ -113,7 +149,8 @@ class ModelView:
     shape: tuple[int, int] | None = None  # the live version's features and classes
     detail: VersionDetail | None = None  # the live version's, with details
     details: list[VersionDetail] = field(default_factory=list)  # every loaded one, newest first
-    drift: list[DriftRow] | None = None
+    drift: list[DriftTable] | None = None
+    traffic: TrafficView | None = None
 
 
 # ----------------------------------------------------------------------- formatting helpers
@@ -183,11 +220,15 @@ def _accuracy(metadata: Mapping[str, Any]) -> float | None:
 
 def training_means(metadata: Mapping[str, Any]) -> tuple[list[float], str] | None:
     """The training data's mean of each feature, where the version records it, and where from:
-    per-feature data statistics (``data.feature_statistics``), else the standardization's means,
-    else mean imputation's fill values. None when the metadata has none of them."""
+    the drift statistics (``data.statistics.features[i].mean``, issue 17), else per-feature
+    statistics as ``data.feature_statistics``, else the standardization's means, else mean
+    imputation's fill values. None when the metadata has none of them."""
     n = len(metadata.get("feature_names", ()))
     data = metadata.get("data")
-    stats = data.get("feature_statistics") if isinstance(data, dict) else None
+    recorded = data.get(modelrepo.STATISTICS_KEY) if isinstance(data, dict) else None
+    stats = recorded.get("features") if isinstance(recorded, dict) else None
+    if not isinstance(stats, list) or len(stats) != n:
+        stats = data.get("feature_statistics") if isinstance(data, dict) else None
     if isinstance(stats, dict):  # {feature: {"mean": ...}}
         stats = [stats.get(name) for name in metadata.get("feature_names", ())]
     if isinstance(stats, list) and len(stats) == n:
@@ -320,6 +361,10 @@ def build_detail(model: LoadedModel) -> VersionDetail:
     parity, passed = _parity(metadata.get("parity"))
     fields, prefill = _form_fields(model)
     number = int(model.version)
+    try:
+        fractions = expected_fractions(metadata)
+    except (KeyError, TypeError):  # hand-made statistics that check_metadata let through
+        fractions = None
     return VersionDetail(
         number=number, created=_created(metadata), figures=_numbers(metrics),
         data=data_items,
@@ -331,72 +376,167 @@ def build_detail(model: LoadedModel) -> VersionDetail:
         parity_passed=passed, training=_training(metadata.get("training")),
         feature_names=model.feature_names, class_labels=model.class_labels,
         missing_values="impute" if model.impute else "refuse", fields=fields,
-        prefill_source=prefill)
+        prefill_source=prefill, drift_fractions=fractions)
 
 
-# ------------------------------------------------------------ the places for other features
+# ------------------------------------------------------------------- traffic policy, drift
+
+
+def _share(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
 
 
 def traffic_labels(repository: ModelRepository, state: ModelState, number: int) -> tuple[str, ...]:
     """The aliases and traffic shares of a version, as short labels ("production",
-    "canary 10%", "shadow").
-
-    The traffic policy plugs in here: until the served state carries one, no labels. It is read
-    with getattr so that this page works before and after it exists.
-    """
-    labels = getattr(state, "version_labels", None)
-    if callable(labels):
-        return tuple(str(label) for label in labels(number))
-    return ()
+    "candidate", "canary 10%", "shadow 100%"). An alias the server ignores (its version is
+    not served) is labelled so; the model page says why."""
+    labels = [alias if alias not in state.alias_problems else f"{alias} (ignored)"
+              for alias, version in sorted(state.policy.aliases.items()) if version == number]
+    traffic = state.traffic
+    if traffic is not None:
+        if traffic.canary is not None and int(traffic.canary.version) == number:
+            labels.append(f"canary {_share(traffic.canary_share)}")
+        if traffic.shadow is not None and int(traffic.shadow.version) == number:
+            labels.append(f"shadow {_share(traffic.shadow_share)}")
+    return tuple(labels)
 
 
 def live_version(repository: ModelRepository, state: ModelState) -> LoadedModel | None:
-    """The version that answers a request naming none: the latest valid one.
-
-    The traffic policy plugs in here too, once its ``production`` alias can name another
-    version (and the "try it" form then targets that one)."""
-    return state.latest
+    """The version that answers a request naming no version (before any canary): production,
+    else the latest valid one. The "live" badge and the "try it" form follow it."""
+    return state.serving
 
 
-def feature_drift(repository: ModelRepository, state: ModelState) -> list[DriftRow] | None:
-    """Drift per feature of the model's live version, if the server records it: None otherwise.
+def _why_not_served(state: ModelState, version: int) -> str:
+    if version in state.broken:
+        return f"version {version} is broken: {state.broken[version]}"
+    if version in state.on_disk:
+        return f"version {version} is not loaded"
+    return f"no version {version}"
 
-    Drift statistics plug in here: any mapping ``feature -> {figure: value}`` the served state
-    offers as ``feature_drift`` is shown as a table.
-    """
-    drift = getattr(state, "feature_drift", None)
-    if callable(drift):
-        drift = drift()
-    if not isinstance(drift, Mapping) or not drift:
+
+def traffic_view(state: ModelState) -> TrafficView | None:
+    """The model's traffic policy in words, None when it has none: where unversioned requests
+    go, the canary's and the shadow's shares, the last rollout's verdict, and each part of the
+    policy the server ignores, with the reason."""
+    policy = state.policy
+    if policy.empty and not policy.rollout:
         return None
-    return [DriftRow(str(feature), [(str(k), fmt(v)) for k, v in figures.items()]
-                     if isinstance(figures, Mapping) else [("value", fmt(figures))])
-            for feature, figures in drift.items()]
+    traffic = state.traffic
+    target = traffic.target if traffic is not None else "latest"
+    parts: list[str] = []
+    if traffic is not None and traffic.canary is not None:
+        sticky = policy.canary.sticky_header if policy.canary else None
+        parts.append(f"canary: version {traffic.canary.version} takes "
+                     f"{_share(traffic.canary_share)} of the requests naming no version"
+                     + (f" (sticky on {sticky})" if sticky else ""))
+    if traffic is not None and traffic.shadow is not None:
+        parts.append(f"shadow: version {traffic.shadow.version} replays "
+                     f"{_share(traffic.shadow_share)} of the answers, after they are sent")
+    problems = sorted(state.alias_problems.items())
+    # The served state keeps only the aliases' problems: a canary or shadow it dropped is
+    # worked out again here (the same reasons as the server's log).
+    for part, split, served in (("canary", policy.canary, traffic and traffic.canary),
+                                ("shadow", policy.shadow, traffic and traffic.shadow)):
+        if split is not None and not served:
+            default = state.serving
+            problems.append((part, f"version {split.version} already serves as {target}"
+                             if default is not None and int(default.version) == split.version
+                             else _why_not_served(state, split.version)))
+    rollout = ""
+    record = policy.rollout
+    if record:
+        step = _finite(record.get("step"))
+        rollout = (f"version {record.get('version')} {record.get('outcome')}"
+                   + (f" at {step:g}%" if step is not None else "")
+                   + (f": {record['reason']}" if record.get("reason") else "")
+                   + (f" ({record['at']})" if record.get("at") else ""))
+    return TrafficView(target, parts, rollout, problems)
+
+
+@dataclass
+class Counted:
+    """One version's drift counts, every worker's summed."""
+
+    rows: float = 0.0
+    bins: dict[str, dict[int, float]] = field(default_factory=dict)  # feature -> bin -> n
+    out_of_range: dict[str, float] = field(default_factory=dict)  # feature -> n
+
+
+def feature_drift(state: ModelState, counted: Mapping[str, Counted] | None,
+                  detail: Callable[[LoadedModel], VersionDetail]) -> list[DriftTable] | None:
+    """Drift per feature of the live version and of a canary, from ``counted`` (version ->
+    counts, every worker's): the PSI computed as /metrics does, its reading, the rows counted
+    and the values out of the training range. Only versions that record training statistics
+    get a table; None when none does or metrics are off (``counted`` None)."""
+    if counted is None:
+        return None
+    served: list[tuple[LoadedModel, str]] = []
+    if state.serving is not None:
+        served.append((state.serving, "live"))
+    if state.traffic is not None and state.traffic.canary is not None:
+        served.append((state.traffic.canary, "canary"))
+    tables = []
+    for model, role in served:
+        fractions = detail(model).drift_fractions
+        if not fractions:
+            continue
+        counts = counted.get(model.version) or Counted()
+        rows = []
+        for feature, expected in fractions.items():
+            bins = counts.bins.get(feature)
+            value = feature_psi(expected, bins) if bins else None
+            rows.append(DriftRow(feature, value, reading(value) if value is not None else "",
+                                 int(counts.out_of_range.get(feature, 0))))
+        tables.append(DriftTable(int(model.version), role, int(counts.rows), rows))
+    return tables or None
 
 
 # ------------------------------------------------------------------------------- the pages
 
 
-# The three families the page's figures come from, as their keys start in prometheus-client's
-# multiprocess files (JSON: [family, sample, labels, help]).
-_KEY_PREFIXES = {f'["{name}", ': name for name in
-                 (MODEL_REQUESTS, MODEL_REQUEST_SECONDS, LAST_INFERENCE)}
+# The families the page's figures come from, as their keys start in prometheus-client's
+# multiprocess files (JSON: [family, sample, labels, help]): the live figures, and drift's.
+_FIGURES = (MODEL_REQUESTS, MODEL_REQUEST_SECONDS, LAST_INFERENCE)
+_DRIFT = (DRIFT_BINS, DRIFT_ROWS, DRIFT_OUT_OF_RANGE)
+_KEY_PREFIXES = {f'["{name}", ': name for name in _FIGURES + _DRIFT}
 _Tally = dict[tuple[str, str], list[float]]  # (model, version) -> [ok, failed, ok seconds, last]
 
 
-def _tally(telemetry: Telemetry) -> _Tally:
+def _tally(telemetry: Telemetry, drift_model: str | None = None
+           ) -> tuple[_Tally, dict[str, Counted]]:
     """Every worker's requests, failures, seconds of the successful ones and last inference
-    time, per (model, version).
+    time, per (model, version); and, for ``drift_model``, its drift counts per version.
 
     Under gunicorn, read straight from prometheus-client's multiprocess files with its own
-    reader, JSON-decoding only the keys of the three families above: merging every file with
-    MultiProcessCollector (as /metrics does) decodes every key of every metric, ~45 ms with
-    20 models x 10 versions where this takes a few (python -m bench.ui). Without multiprocess
-    files (in-process), this worker's registry. Raises OSError if a file cannot be read.
+    reader, JSON-decoding only the keys of the families above (drift's only for
+    ``drift_model``): merging every file with MultiProcessCollector (as /metrics does) decodes
+    every key of every metric, ~45 ms with 20 models x 10 versions where this takes a few
+    (python -m bench.ui). Without multiprocess files (in-process), this worker's registry.
+    Raises OSError if a file cannot be read.
     """
     tally: _Tally = {}
+    drift: dict[str, Counted] = {}
+    # how drift_model appears in a key's labels (json.dumps, as prometheus-client writes them)
+    model_label = None if drift_model is None else f'"model": {json.dumps(drift_model)}'
+
+    def add_drift(family: str, labels: Mapping[str, str], value: float) -> None:
+        if labels.get("model") != drift_model:
+            return
+        counted = drift.setdefault(labels.get("version", ""), Counted())
+        feature = labels.get("feature", "")
+        if family == DRIFT_ROWS:
+            counted.rows += value
+        elif family == DRIFT_OUT_OF_RANGE:
+            counted.out_of_range[feature] = counted.out_of_range.get(feature, 0.0) + value
+        elif labels.get("bin", "").isdigit():
+            bins = counted.bins.setdefault(feature, {})
+            bins[int(labels["bin"])] = bins.get(int(labels["bin"]), 0.0) + value
 
     def add(family: str, labels: Mapping[str, str], value: float) -> None:
+        if family in _DRIFT:
+            add_drift(family, labels, value)
+            return
         entry = tally.setdefault((labels.get("model", ""), labels.get("version", "")),
                                  [0.0, 0.0, 0.0, 0.0])
         if family == LAST_INFERENCE:
@@ -409,11 +549,11 @@ def _tally(telemetry: Telemetry) -> _Tally:
     directory = telemetry.prometheus.multiprocess_dir
     if not directory:
         for metric in telemetry.every_worker().collect():
-            if metric.name in (MODEL_REQUESTS, MODEL_REQUEST_SECONDS, LAST_INFERENCE):
+            if metric.name in _FIGURES or (drift_model is not None and metric.name in _DRIFT):
                 for sample in metric.samples:
                     if not sample.name.endswith("_created"):
                         add(metric.name, sample.labels, sample.value)
-        return tally
+        return tally, drift
     files = glob.glob(os.path.join(directory, "counter_*.db")) + \
         glob.glob(os.path.join(directory, "gauge_max_*.db"))
     for path in files:
@@ -423,11 +563,13 @@ def _tally(telemetry: Telemetry) -> _Tally:
             continue
         for key, value, _timestamp, _position in values:
             family = _KEY_PREFIXES.get(key[:key.find(", ") + 2])
-            if family is not None:
-                _, sample, labels, _help = json.loads(key)
-                if not sample.endswith("_created"):
-                    add(family, labels, value)
-    return tally
+            if family is None or (family in _DRIFT and (
+                    model_label is None or model_label not in key)):
+                continue
+            _, sample, labels, _help = json.loads(key)
+            if not sample.endswith("_created"):
+                add(family, labels, value)
+    return tally, drift
 
 
 class Views:
@@ -464,23 +606,31 @@ class Views:
 
     def figures(self, names: Iterable[str] | None = None) -> dict[tuple[str, str], Figures] | None:
         """Every version's live figures (all workers), or None when metrics are off."""
+        return self.read(names)[0]
+
+    def read(self, names: Iterable[str] | None = None, drift_model: str | None = None
+             ) -> tuple[dict[tuple[str, str], Figures] | None, dict[str, Counted] | None]:
+        """Every version's live figures (all workers) and ``drift_model``'s drift counts per
+        version, in one pass over the metrics files; (None, None) when metrics are off."""
         if self.telemetry is None:
-            return None
+            return None, None
         wanted = None if names is None else set(names)
         out = {}
-        for (name, version), (ok, failed, seconds, last) in _tally(self.telemetry).items():
+        tally, drift = _tally(self.telemetry, drift_model)
+        for (name, version), (ok, failed, seconds, last) in tally.items():
             if wanted is not None and name not in wanted:
                 continue
             out[(name, version)] = Figures(
                 int(ok + failed), int(failed), seconds / ok * 1e3 if ok else None,
                 dt.datetime.fromtimestamp(last, dt.timezone.utc).strftime(
                     "%Y-%m-%d %H:%M:%S UTC") if last else "")
-        return out
+        return out, drift
 
     def model(self, state: ModelState, figures: dict[tuple[str, str], Figures] | None,
-              details: bool = False) -> ModelView:
+              details: bool = False, drift: Mapping[str, Counted] | None = None) -> ModelView:
         """One model: a row per version directory (and retired version), newest first; with
-        ``details``, every loaded version's detail too."""
+        ``details``, every loaded version's detail, the traffic policy and the drift of the
+        served versions (from ``drift``: version -> counts, see ``read``) too."""
         live = live_version(self.repository, state)
         live_number = int(live.version) if live else None
         rows: list[VersionRow] = []
@@ -516,7 +666,8 @@ class Views:
         if details:
             view.details = [self.detail(state.loaded[n]) for n in sorted(state.loaded,
                                                                         reverse=True)]
-            view.drift = feature_drift(self.repository, state)
+            view.drift = feature_drift(state, drift, self.detail)
+            view.traffic = traffic_view(state)
         return view
 
     @staticmethod

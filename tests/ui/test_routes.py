@@ -1,25 +1,24 @@
 """The page for people through the app in-process (no browser): only this server's files, a
-policy that forbids any other origin, any model shape, metrics off, the places left for the
-traffic policy and drift, and nothing written anywhere."""
+policy that forbids any other origin, any model shape, metrics off, the form's prefill, and
+nothing written anywhere (the traffic policy and drift: test_traffic_drift.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import numpy as np
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
+from modelrepo.drift import feature_statistics
 from serving import create_app
-from serving.repository import ModelState
-from serving.ui import ASSET_TYPES, PAGE_CSP, environment
+from serving.ui import ASSET_TYPES, PAGE_CSP
 from serving.ui.charts import MOST_MATRIX_CLASSES, confusion_matrix, loss_curve_svg
-from serving.ui.views import Views, training_means
+from serving.ui.views import training_means
 from tests.support.models import SHAPES
 
 PAGES = ["/ui", "/ui/models/iris", "/ui/models/iris/compare?a=1&b=1"]
@@ -112,35 +111,11 @@ def test_form_prefill_comes_from_the_training_data() -> None:
     assert training_means(metadata) == ([1.5, -2.0], "the training data's means")
     metadata["data"] = {"feature_statistics": {"a": {"mean": 3.0}, "b": {"mean": 4.0}}}
     assert training_means(metadata) == ([3.0, 4.0], "the training data's means")
+    # issue 17's statistics win: data.statistics.features[i].mean
+    rows = np.array([[0.0, 10.0], [2.0, 20.0]])
+    metadata["data"]["statistics"] = feature_statistics(rows, ["a", "b"])
+    assert training_means(metadata) == ([1.0, 15.0], "the training data's means")
     assert training_means({"feature_names": ["a"], "training": {}}) is None
-
-
-@dataclasses.dataclass(frozen=True)
-class _StateWithPolicy(ModelState):
-    """The served state as the traffic policy and drift statistics will extend it: the page
-    reads ``version_labels`` and ``feature_drift`` when they exist."""
-
-    def version_labels(self, number: int) -> list[str]:
-        return ["production", "canary 10%"] if number == 1 else []
-
-    def feature_drift(self) -> dict[str, dict[str, float]]:
-        return {"sepal_length": {"psi": 0.31, "mean shift": 0.4}}
-
-
-def test_traffic_labels_and_drift_are_shown_when_present(app: Flask) -> None:
-    repository = app.extensions["softserve"]
-    state = repository.models["iris"]
-    extended = _StateWithPolicy(state.name, state.loaded, state.broken, state.on_disk)
-    views = Views(repository, None)
-    model = views.model(extended, None, details=True)
-    assert model.rows[0].labels == ("production", "canary 10%")
-    assert model.drift is not None and model.drift[0].feature == "sepal_length"
-    with app.test_request_context("/ui/models/iris"):
-        html = environment().get_template("model.html").render(
-            base="", title="t", version="0", metrics=False, predict_model=None, model=model)
-    assert "canary 10%" in html and "Drift per feature" in html and "psi 0.31" in html
-    plain = views.model(state, None, details=True)
-    assert plain.rows[0].labels == () and plain.drift is None
 
 
 def test_names_from_metadata_are_escaped(tmp_path: Path) -> None:
