@@ -134,3 +134,31 @@ def test_names_from_metadata_are_escaped(tmp_path: Path) -> None:
     assert "<script>alert" not in html and "' onmouseover='" not in html
     assert '" autofocus="' not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # shown, as text
+
+
+def test_a_policy_part_the_server_drops_is_shown_with_its_reason(tmp_path: Path) -> None:
+    """A canary on the version that already answers (no production: the latest) is ignored
+    by the server: the page says so. A version with statistics gets its drift table, empty
+    until rows come, and none with metrics off."""
+    import modelrepo
+    from modelrepo import policy
+    from tests.support.models import feature_names, linear_metadata, linear_model_bytes
+
+    statistics = feature_statistics(np.random.default_rng(0).normal(0, 1, (100, 2)),
+                                    feature_names(2))
+    for seed in (1, 2):
+        metadata = linear_metadata(2, 2)
+        metadata["data"] = {"statistics": statistics}
+        modelrepo.publish_version(tmp_path, "pair", linear_model_bytes(2, 2, seed=seed),
+                                  metadata)
+    with modelrepo.model_lock(tmp_path / "pair"):
+        policy.write_policy(tmp_path / "pair", policy.Policy(canary=policy.Split(2, 30.0)))
+    app = create_app({"model_repository": tmp_path, "poll_seconds": 0})
+    html = app.test_client().get("/ui/models/pair").get_data(as_text=True)
+    assert 'data-part="canary">Ignored: canary, version 2 already serves as latest' in html
+    assert "live version 2 (latest)" in html and "canary 30%" not in html
+    assert '<table class="drift" data-version="2" data-role="live">' in html
+    assert "0 rows counted" in html and html.count("no values yet") == 2
+    quiet = create_app({"model_repository": tmp_path, "poll_seconds": 0, "metrics": False})
+    assert "Drift per feature" not in quiet.test_client().get("/ui/models/pair").get_data(
+        as_text=True)
