@@ -270,6 +270,16 @@ def cmd_restore(repository: Path, model: str, version: int) -> int:
         return 1
     print(f"restored {model} version {version} ({modelrepo.RETIRED_PREFIX}{version}) as version "
           f"{restored.version} -> {restored.path}")
+    # As a publish does: a model whose traffic has a production alias has it moved to the
+    # restored version (without one, the newest version serves anyway).
+    try:
+        if policy.read_policy(model_dir).production is not None:
+            policy.update_policy(model_dir,
+                                 lambda p: policy.set_production(p, restored.version))
+    except policy.PolicyError as exc:
+        print(f"error: {model} version {restored.version} is restored but not served: {exc}; "
+              f"then: python -m modelrepo promote {model} {restored.version}", file=sys.stderr)
+        return 1
     print(f"{model} version {restored.version} is live (servers switch at their next poll)")
     return 0
 
@@ -386,8 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
         "restore", help="bring a retired version back: copy it under the next version number "
         "(it becomes live; undoes a rollback)",
         description="Copy retired version N (retired-N) under the next version number, which "
-        "becomes live. The retired copy stays, its number is never reused; metadata.json "
-        "records restored_from. The files are verified (sha256) before anything is written.")
+        "becomes live (a production alias, if the model has one, moves to it). The retired "
+        "copy stays, its number is never reused; metadata.json records restored_from. The "
+        "files are verified (sha256) before anything is written.")
     p_restore.add_argument("model")
     p_restore.add_argument("version", type=int, metavar="N",
                            help="the retired version to restore (see: list)")

@@ -149,6 +149,19 @@ def test_rollback_without_aliases_still_retires(three: Path) -> None:
     assert modelrepo.retired_versions(three / MODEL) == [3]
 
 
+def test_restore_moves_production_as_a_publish_does(three: Path) -> None:
+    """A retired version restored under the next number serves: with a production alias, the
+    alias moves to it (else it would sit unserved behind the alias)."""
+    assert run(three, "promote", MODEL, "2") == 0
+    assert run(three, "alias", MODEL, "old", "1") == 0
+    # Without aliases rollback retires; here retire 3 by hand as a pre-traffic rollback did.
+    modelrepo.retire_version(three / MODEL, 3)
+    assert run(three, "restore", MODEL, "3") == 0
+    current = policy.read_policy(three / MODEL)
+    assert current.production == 4 and current.history == (2,)
+    assert current.aliases["old"] == 1
+
+
 def test_the_server_applies_the_policy_and_keeps_the_versions_it_names(three: Path) -> None:
     publish_linear_model(three, MODEL, 4, 3, seed=3)
     assert run(three, "alias", MODEL, "production", "1") == 0  # older than keep_versions=2
