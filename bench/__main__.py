@@ -18,9 +18,11 @@ for every server: the no-op app with the single-row /predict request, softserve'
 the same V2 JSON and binary ``/infer`` against the wide model (1 and 1000 rows of 64 features;
 softserve only), the same V2 requests as iris's against ``forest``, a 100-tree scikit-learn
 random forest imported with ``python -m modelrepo import`` (issue 15; needs the test extra's
-scikit-learn and skl2onnx), the baseline right after softserve on each scenario it supports
-(/predict and V2 JSON on iris). A concurrency sweep follows: single-row /predict and V2 JSON
-at 1, 4, 16 and 64 connections on softserve and the baseline. Writes docs/benchmarks.md (the
+scikit-learn and skl2onnx), single-row /predict against three more softserve servers that differ
+from the defaults in one setting each (the loop scenarios, issue 17: drift counting off, the
+prediction log at 10 % and at 100 %), the baseline right after softserve on each scenario it
+supports (/predict and V2 JSON on iris). A concurrency sweep follows: single-row /predict and V2
+JSON at 1, 4, 16 and 64 connections on softserve and the baseline. Writes docs/benchmarks.md (the
 issue 7 targets, met or not, and the tables) and docs/benchmarks.png (req/s and p99 against
 connections). A benchmark, not a test: ``make bench`` runs it, ``make test`` does not.
 
@@ -117,7 +119,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              'e.g. "--worker-class gthread --threads 4" (they override the '
                              'config file)')
     parser.add_argument("--scenarios", default="all",
-                        help="all, single, batch, wide, forest, or a comma-separated list of: "
+                        help="all, single, batch, wide, forest, loop, or a comma-separated list "
+                             "of: "
                              + ", ".join(s.name for s in scenarios())
                              + " (noop: the no-op app; the baseline runs the ones it answers: "
                              + ", ".join(BASELINE_SCENARIOS) + ")")

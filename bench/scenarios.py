@@ -238,7 +238,7 @@ SCENARIO_GROUPS = {
 
 
 def select_scenarios(spec: str) -> list[Scenario]:
-    """Scenarios named by ``spec``: a group (all, single, batch, wide, forest) or a
+    """Scenarios named by ``spec``: a group (all, single, batch, wide, forest, loop) or a
     comma-separated list. Raises SystemExit for an unknown name."""
     every = scenarios()
     names = SCENARIO_GROUPS.get(spec, [n.strip() for n in spec.split(",") if n.strip()])

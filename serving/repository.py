@@ -203,7 +203,8 @@ class ModelRepository:
             raise ModelNotFound(f"unknown model {name!r}; models served: {known}") from None
 
     def get(self, name: str, version: str | None = None) -> LoadedModel:
-        """The model to run: its latest version, or the one asked for.
+        """The model to run: what a request naming no version gets (``ModelState.serving``:
+        production, else the latest version), or the version number or alias asked for.
 
         Raises ModelNotFound (unknown model or version, or a version not loaded) and
         ModelNotReady (a model or version that exists but is broken).
