@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import modelrepo
-from modelrepo import BrokenVersion, RepositoryError, policy, rollout
+from modelrepo import BrokenVersion, RepositoryError, policy, rollout, storage
 
 
 def _describe(metadata: dict[str, Any]) -> str:
@@ -508,7 +508,17 @@ def _traffic_parsers(sub: Any) -> list[argparse.ArgumentParser]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    repository = args.artifacts or modelrepo.default_repository()
+    location = args.artifacts or modelrepo.default_repository()
+    try:
+        # s3://bucket/prefix: a checkout whose every write goes through (modelrepo.storage)
+        with storage.open_repository(location) as repository:
+            return _main(args, repository)
+    except RepositoryError as exc:  # the store unreachable, refusing, or a lost race
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace, repository: Path) -> int:
     try:
         if args.command == "list":
             return cmd_list(repository, args.model)

@@ -85,7 +85,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     telemetry = Telemetry(config.metrics_flush_seconds) if config.metrics else None
     repository = ModelRepository(config.model_repository, config.keep_versions, telemetry,
-                                 config.default_model)
+                                 config.default_model, cache_dir=config.cache_dir)
     repository.scan()
     repository.watch(config.poll_seconds)
     if telemetry is not None:

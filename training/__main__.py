@@ -197,6 +197,23 @@ def served_metadata(model_dir: Path) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from modelrepo import storage
+
+    location = args.artifacts or default_repository()
+    if not storage.is_remote(location):
+        return _main(parser, args)
+    try:
+        # s3://bucket/prefix: a checkout whose every write goes through (modelrepo.storage);
+        # the version number is claimed in the bucket itself, so racing trainings never share one
+        with storage.open_repository(location) as checkout:
+            args.artifacts = checkout
+            return _main(parser, args)
+    except RepositoryError as exc:  # the store unreachable, refusing credentials
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_DATA
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.from_log is not None and not args.model_name:
         parser.error("--from-log needs --model-name: the served model whose log to train on")
     if args.data is None and args.from_log is None:
