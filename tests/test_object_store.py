@@ -191,3 +191,62 @@ def test_bad_credentials_are_refused_with_a_clear_message(s3_env: S3Server) -> N
 def test_an_s3_url_with_credentials_is_refused() -> None:
     with pytest.raises(modelrepo.RepositoryError, match="never the URL"):
         storage.parse("s3://key:secret@bucket/models")
+
+
+def _count_calls(repository: object) -> list[str]:
+    """The S3 operations a ModelRepository's client makes from now on (botocore's own event
+    hooks: the real requests, counted as they are sent)."""
+    calls: list[str] = []
+    client = repository.store.client  # type: ignore[attr-defined]
+    client.meta.events.register("before-call.s3",
+                                lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_a_cold_start_from_the_cache_is_one_listing(s3_env: S3Server, tmp_path: Path) -> None:
+    from serving.repository import ModelRepository
+
+    url = f"s3://{_bucket(s3_env)}/models"
+    with storage.open_repository(url) as repo:
+        publish_linear_model(repo, "lin", 3, 2)
+        publish_linear_model(repo, "lin", 3, 2, seed=1)
+    first = ModelRepository(Path(url), cache_dir=tmp_path / "cache")
+    calls = _count_calls(first)
+    first.scan()
+    assert calls.count("ListObjectsV2") == 1 and calls.count("GetObject") >= 4
+    assert first.state("lin").versions == ["1", "2"]
+    calls.clear()
+    first.scan()  # nothing changed: one listing, no download
+    assert calls == ["ListObjectsV2"]
+    cold = ModelRepository(Path(url), cache_dir=tmp_path / "cache")  # a restart, cache kept
+    calls = _count_calls(cold)
+    cold.scan()
+    assert calls == ["ListObjectsV2"]
+    assert cold.state("lin").versions == ["1", "2"] and cold.ready() == (True, "ready")
+
+
+def test_a_version_deleted_mid_download_is_never_served(s3_env: S3Server,
+                                                        tmp_path: Path) -> None:
+    from serving.repository import ModelRepository
+
+    url = f"s3://{_bucket(s3_env)}/models"
+    bucket = url.split("/")[2]
+    with storage.open_repository(url) as repo:
+        publish_linear_model(repo, "lin", 3, 2)
+    served = ModelRepository(Path(url), cache_dir=tmp_path / "cache")
+    served.scan()
+    with storage.open_repository(url) as repo:
+        publish_linear_model(repo, "lin", 3, 2, seed=1)
+    other = s3_env.client()
+
+    def delete_version_2(params: dict[str, object], **_: object) -> None:
+        if str(params.get("Key", "")).startswith("models/lin/2/"):  # as its download starts
+            for name in ("metadata.json", "model.onnx", ".claim"):
+                other.delete_object(Bucket=bucket, Key=f"models/lin/2/{name}")  # type: ignore
+
+    served.store.client.meta.events.register(  # type: ignore[union-attr]
+        "before-parameter-build.s3.GetObject", delete_version_2)
+    served.scan()
+    assert served.state("lin").versions == ["1"]
+    assert not (served.root / "lin" / "2").exists()  # nothing half-downloaded placed
+    assert served.ready() == (True, "ready")  # a vanished version, not an outage
