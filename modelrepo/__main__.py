@@ -74,12 +74,12 @@ def versions(model_dir: Path) -> list[tuple[int, str, dict[str, Any] | None, str
 def cmd_list(repository: Path, model: str | None) -> int:
     names = [model] if model else modelrepo.model_names(repository)
     if not names:
-        print(f"no models in {repository}")
+        print(f"no models in {storage.shown(repository)}")
         return 0
     for name in names:
         model_dir = repository / modelrepo.check_model_name(name, publishing=False)
         if not model_dir.is_dir():
-            print(f"error: no model {name!r} in {repository}", file=sys.stderr)
+            print(f"error: no model {name!r} in {storage.shown(repository)}", file=sys.stderr)
             return 2
         print(f"{name}:")
         try:
@@ -131,7 +131,7 @@ def _traffic_text(traffic: policy.Policy, live: int | None) -> str:
 def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
     model_dir = repository / modelrepo.check_model_name(model, publishing=False)
     if not model_dir.is_dir():
-        print(f"error: no model {model!r} in {repository}", file=sys.stderr)
+        print(f"error: no model {model!r} in {storage.shown(repository)}", file=sys.stderr)
         return 2
     with modelrepo.model_lock(model_dir):
         table = versions(model_dir)
@@ -161,7 +161,7 @@ def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
         retire = sorted((n for n in modelrepo.version_dirs(model_dir) if n > to), reverse=True)
         for number in retire:
             target = modelrepo.retire_version(model_dir, number)
-            print(f"retired {model} version {number} -> {target}")
+            print(f"retired {model} version {number} -> {storage.shown(target)}")
     print(f"{model} version {to} is live (servers switch at their next poll)")
     return 0
 
@@ -199,7 +199,7 @@ def _rollback_alias(model_dir: Path, model: str, current: policy.Policy, valid: 
 def _model_dir(repository: Path, model: str) -> Path:
     model_dir = repository / modelrepo.check_model_name(model, publishing=False)
     if not model_dir.is_dir():
-        raise RepositoryError(f"no model {model!r} in {repository}")
+        raise RepositoryError(f"no model {model!r} in {storage.shown(repository)}")
     return model_dir
 
 
@@ -253,7 +253,7 @@ def cmd_traffic(repository: Path, args: argparse.Namespace) -> int:
 def cmd_restore(repository: Path, model: str, version: int) -> int:
     model_dir = repository / modelrepo.check_model_name(model)
     if not model_dir.is_dir():
-        print(f"error: no model {model!r} in {repository}", file=sys.stderr)
+        print(f"error: no model {model!r} in {storage.shown(repository)}", file=sys.stderr)
         return 2
     retired = modelrepo.retired_versions(model_dir)
     if version not in retired:
@@ -310,9 +310,10 @@ def cmd_import(repository: Path, args: argparse.Namespace) -> int:
               "published", file=sys.stderr)
         return 2
     if published is None:
-        print(f"Dry run: would publish {args.name} to {repository}")
+        print(f"Dry run: would publish {args.name} to {storage.shown(repository)}")
         return 0
-    print(f"published {args.name} version {published.version} -> {published.path}")
+    print(f"published {args.name} version {published.version} -> "
+          f"{storage.shown(published.path)}")
     print(f"{args.name} version {published.version} is live (servers switch at their next poll)")
     return 0
 

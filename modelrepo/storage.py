@@ -524,6 +524,16 @@ def checkout(store: S3Store, root: Path) -> _Checkout:
     return done
 
 
+def shown(path: Path) -> str:
+    """How to name a path of a checkout to people: its place in the bucket (a checkout's
+    temporary directory means nothing to them); any other path as it is."""
+    for root, mirror in modelrepo._MIRRORS.items():
+        if isinstance(mirror, _Checkout) and Path(path).is_relative_to(root):
+            relative = Path(path).relative_to(root)
+            return str(mirror.store) if relative == Path(".") else f"{mirror.store}/{relative}"
+    return str(path)
+
+
 @contextlib.contextmanager
 def open_repository(location: str | os.PathLike[str]) -> Iterator[Path]:
     """The repository as a directory: ``location`` itself for a directory; for ``s3://``, a

@@ -119,7 +119,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # gunicorn's worker gets this Flask app, not the middleware: offer it the access-log buffer.
     offer_access_log_buffer(app, observed)
     logging.getLogger("softserve").info(
-        "serving %s: %s", config.model_repository,
+        "serving %s: %s", repository.store or config.model_repository,
         ", ".join(f"{n} v{m.serving.version}" if m.serving else f"{n} (no valid version)"
                   for n, m in repository.models.items()) or "no models")
     return app

@@ -198,6 +198,8 @@ class ModelRepository:
         if not self._scanned:
             return False, "the model repository has not been scanned yet"
         if not any(m.loaded for m in models.values()):
+            if self.store_problem is not None:  # nothing cached and the store does not answer
+                return False, self.store_problem.replace(": serving the versions loaded", "")
             if not models:  # the setting, never the path: clients must not learn the layout
                 return False, f"no model in the model repository ({PREFIX}MODEL_REPOSITORY)"
             return False, "no model has a valid version: " + "; ".join(

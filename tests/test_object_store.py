@@ -250,3 +250,36 @@ def test_a_version_deleted_mid_download_is_never_served(s3_env: S3Server,
     assert served.state("lin").versions == ["1"]
     assert not (served.root / "lin" / "2").exists()  # nothing half-downloaded placed
     assert served.ready() == (True, "ready")  # a vanished version, not an outage
+
+
+def test_the_endpoint_setting_of_our_own_and_bucket_locations_in_messages(
+        s3_env: S3Server) -> None:
+    url = f"s3://{_bucket(s3_env)}/models"
+    with storage.open_repository(url) as repo:
+        publish_linear_model(repo, "lin", 3, 2)
+        publish_linear_model(repo, "lin", 3, 2, seed=1)
+    env = {**os.environ, "SOFTSERVE_S3_ENDPOINT_URL": s3_env.endpoint,
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # ours wins over the standard one
+    done = subprocess.run([sys.executable, "-m", "modelrepo", "--artifacts", url, "rollback",
+                           "lin"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"retired lin version 2 -> {url}/lin/retired-2" in done.stdout  # not a temp path
+    done = subprocess.run([sys.executable, "-m", "modelrepo", "--artifacts", url, "list"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "lin:" in done.stdout, done.stderr
+
+
+def test_a_server_that_never_reached_the_store_is_not_ready_and_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.repository import ModelRepository
+    from tests.support.net import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    repository = ModelRepository(Path("s3://nowhere/models"), cache_dir=tmp_path / "cache")
+    repository.scan()
+    ready, reason = repository.ready()
+    assert not ready and "model store" in reason and "does not answer" in reason

@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from modelrepo import storage
+
     if args.from_log is not None and not args.model_name:
         parser.error("--from-log needs --model-name: the served model whose log to train on")
     if args.data is None and args.from_log is None:
@@ -257,7 +259,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             listed = ", ".join(f"{name} (version{'s' if len(numbers) > 1 else ''} "
                                f"{', '.join(map(str, numbers))})"
                                for name, numbers in present.items())
-            print(f"--if-empty: {repository} already has {len(present)} model"
+            print(f"--if-empty: {storage.shown(repository)} already has {len(present)} model"
                   f"{'s' if len(present) > 1 else ''}: {listed}; nothing to do")
             print(predict_line(repository))
             return 0
@@ -372,7 +374,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   if "random_missing" in parity["rows"] else "") + "), "
                f"near ties {parity['near_ties']}, batch sizes {parity['batch_sizes']}")
     if args.dry_run:
-        say(f"Dry run: would publish {model_name} to {repository}; accuracy {accuracy:.4f}; "
+        say(f"Dry run: would publish {model_name} to {storage.shown(repository)}; "
+            f"accuracy {accuracy:.4f}; "
             f"{figures}")
         say(stage_times())
         return 0
@@ -392,8 +395,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
               "published", file=sys.stderr)
         return EXIT_BAD_DATA
     stage("publish")
-    say(f"Published {published.path} (model {published.model}, version {published.version}) "
-        f"in {time.perf_counter() - started:.1f} s")
+    say(f"Published {storage.shown(published.path)} (model {published.model}, "
+        f"version {published.version}) in {time.perf_counter() - started:.1f} s")
     say("Validation accuracy: " + (f"{m['validation']['accuracy']:.4f}" if m["validation"]
                                     else "n/a (no split); training accuracy "
                                     f"{m['train']['accuracy']:.4f}"))
