@@ -109,3 +109,13 @@ def test_metadata_refused_by_the_contract_leaves_nothing(location: str) -> None:
     with opened(location) as repo:
         assert modelrepo.highest_version_used(repo / "lin") == 0
         assert publish_linear_model(repo, "lin", 3, 2).version == 1
+
+
+def test_import_publishes_like_training(location: str, tmp_path: Path) -> None:
+    onnx_file = tmp_path / "mine.onnx"
+    onnx_file.write_bytes(linear_model_bytes(3, 2, seed=7))
+    for expected in (1, 2):
+        done = cli(location, "import", str(onnx_file), "--name", "lin")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"lin version {expected}" in done.stdout
+    assert state(location)[0] == [1, 2]
