@@ -303,8 +303,10 @@ class ModelRepository:
             if self.store_problem is None:
                 log.warning("%s; keeping the %d model(s) loaded serving, retrying every poll",
                             exc, len(self._models), extra={"reason": str(exc)})
+                what = "refuses the credentials" if "credentials" in str(exc) else \
+                    "does not answer"
                 self.store_problem = (
-                    f"the model store ({PREFIX}MODEL_REPOSITORY) does not answer since "
+                    f"the model store ({PREFIX}MODEL_REPOSITORY) {what} since "
                     f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: serving the "
                     "versions loaded")
             return

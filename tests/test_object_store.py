@@ -94,6 +94,20 @@ def test_serving_follows_the_bucket_and_never_serves_half_or_corrupt_versions(
                                              "shape": [1, 3], "data": [1, 2, 3]}]}).encode(),
                      {"Content-Type": "application/json"})
         assert reply.status == 200 and reply.json()["model_version"] == "4", reply.body
+        # Traffic policies live in the bucket too: production moves to version 1.
+        from modelrepo.__main__ import main as modelrepo_main
+
+        assert modelrepo_main(["--artifacts", url, "promote", "lin", "1"]) == 0
+
+        def unversioned() -> str:
+            reply = send(server.port, "POST", "/v2/models/lin/infer", json.dumps(
+                {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3],
+                             "data": [1, 2, 3]}]}).encode(),
+                {"Content-Type": "application/json"})
+            assert reply.status == 200 and reply.json()["model_version"] == "1", reply.body
+            return "1"
+
+        wait_until(unversioned)
     finally:
         assert server.stop() == 0, server.log()
     log = server.log()
@@ -283,3 +297,18 @@ def test_a_server_that_never_reached_the_store_is_not_ready_and_says_why(
     repository.scan()
     ready, reason = repository.ready()
     assert not ready and "model store" in reason and "does not answer" in reason
+
+
+def test_refused_credentials_in_a_server_are_a_clear_reason(s3_env: S3Server, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             ) -> None:
+    from serving.repository import ModelRepository
+
+    url = f"s3://{_bucket(s3_env)}/models"
+    secret = "wrong-secret-0123456789"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    repository = ModelRepository(Path(url), cache_dir=tmp_path / "cache")
+    repository.scan()
+    ready, reason = repository.ready()
+    assert not ready and "model store" in reason and "refuses the credentials" in reason
+    assert secret not in reason
