@@ -217,7 +217,8 @@ def _count_calls(repository: object) -> list[str]:
     return calls
 
 
-def test_a_cold_start_from_the_cache_is_one_listing(s3_env: S3Server, tmp_path: Path) -> None:
+def test_a_cold_start_from_the_cache_is_one_listing(s3_env: S3Server, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from serving.repository import ModelRepository
 
     url = f"s3://{_bucket(s3_env)}/models"
@@ -237,6 +238,15 @@ def test_a_cold_start_from_the_cache_is_one_listing(s3_env: S3Server, tmp_path: 
     cold.scan()
     assert calls == ["ListObjectsV2"]
     assert cold.state("lin").versions == ["1", "2"] and cold.ready() == (True, "ready")
+    # A restart while the store is down serves what its cache holds, and says so.
+    from tests.support.net import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    offline = ModelRepository(Path(url), cache_dir=tmp_path / "cache")
+    offline.scan()
+    ready, reason = offline.ready()
+    assert ready and "does not answer" in reason
+    assert offline.state("lin").versions == ["1", "2"]
 
 
 def test_a_version_deleted_mid_download_is_never_served(s3_env: S3Server,
