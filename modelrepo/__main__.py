@@ -376,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"else {modelrepo.DEFAULT_REPOSITORY})")
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="versions with their metrics, and which is live")
+    sub.add_parser(
+        "init", help="create the repository if it is missing: the bucket of an s3:// one, "
+        "the folder of a directory (does nothing when it exists)",
+        description="Create the repository if it is missing: for s3://bucket/prefix the bucket "
+        "(in AWS_REGION; endpoint and credentials from the AWS settings), for a directory the "
+        "folder. Does nothing when it exists, so a deployment may run it before every start.")
     p_list.add_argument("model", nargs="?", help="one model (default: all)")
     p_back = sub.add_parser(
         "rollback", help="make the previous (or a named) version live: by moving production "
@@ -511,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     location = args.artifacts or modelrepo.default_repository()
     try:
+        if args.command == "init":  # before a checkout: there may be no bucket to read yet
+            created = storage.create_repository(location)
+            print(f"{'created' if created else 'exists'}: {storage.shown_location(location)}")
+            return 0
         # s3://bucket/prefix: a checkout whose every write goes through (modelrepo.storage)
         with storage.open_repository(location) as repository:
             return _main(args, repository)

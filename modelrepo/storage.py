@@ -139,7 +139,7 @@ class S3Store:
                 return FileNotFoundError(doing)
             if code == "NoSuchBucket":
                 return StoreError(f"{where}: bucket {self.location.bucket!r} does not exist: "
-                                  "create it (e.g. aws s3 mb) or fix "
+                                  "create it (python -m modelrepo init) or fix "
                                   f"{modelrepo.REPOSITORY_ENV}")
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
                         "InvalidToken", "ExpiredToken", "403") or status == 403:
@@ -522,6 +522,40 @@ def checkout(store: S3Store, root: Path) -> _Checkout:
                     continue
                 (model_dir / directory / rel.rsplit("/", 1)[1]).write_bytes(data)
     return done
+
+
+def shown_location(location: str | os.PathLike[str]) -> str:
+    """A repository setting as people write it (``s3://…`` even from a ``Path``)."""
+    return str(parse(location)) if is_remote(location) else str(location)
+
+
+def create_repository(location: str | os.PathLike[str]) -> bool:
+    """Create the bucket of an ``s3://`` repository (in ``AWS_REGION``), or a directory's
+    folder, if missing; whether it was created. Raises StoreError, RepositoryError."""
+    if not is_remote(location):
+        path = Path(location)
+        existed = path.is_dir()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create {location}: {exc.strerror}") from None
+        return not existed
+    store = S3Store(location)
+    bucket = store.location.bucket
+    from botocore.exceptions import ClientError
+
+    try:
+        with store._calling("looking for the bucket"):
+            store.client.head_bucket(Bucket=bucket)
+        return False
+    except (StoreError, FileNotFoundError, ClientError):
+        pass  # a missing bucket answers 404 (some stores 403): try to create it
+    region = store.client.meta.region_name
+    extra = {} if region in (None, "us-east-1") else {
+        "CreateBucketConfiguration": {"LocationConstraint": region}}
+    with store._calling(f"creating bucket {bucket}"):
+        store.client.create_bucket(Bucket=bucket, **extra)
+    return True
 
 
 def shown(path: Path) -> str:

@@ -322,3 +322,20 @@ def test_refused_credentials_in_a_server_are_a_clear_reason(s3_env: S3Server, tm
     ready, reason = repository.ready()
     assert not ready and "model store" in reason and "refuses the credentials" in reason
     assert secret not in reason
+
+
+def test_init_creates_the_bucket_once_and_a_missing_bucket_names_the_fix(
+        s3_env: S3Server) -> None:
+    url = f"s3://n-{uuid.uuid4().hex[:12]}/models"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modelrepo", "--artifacts", url, *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    missing = run("list")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert "python -m modelrepo init" in missing.stderr
+    assert run("init").stdout.strip() == f"created: {url}"
+    assert run("init").stdout.strip() == f"exists: {url}"
+    listed = run("list")
+    assert listed.returncode == 0 and "no models in" in listed.stdout, listed.stderr
