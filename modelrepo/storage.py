@@ -112,7 +112,9 @@ class S3Store:
         import boto3
         from botocore.config import Config as BotoConfig
 
-        self.client: Any = boto3.client(
+        # A session of its own: boto3's default session caches the credentials it first
+        # resolved, so a process would never see them change (rotated keys, a new profile).
+        self.client: Any = boto3.session.Session().client(
             "s3", endpoint_url=_endpoint(),
             config=BotoConfig(retries={"max_attempts": 3, "mode": "standard"},
                               connect_timeout=5, read_timeout=30,
