@@ -56,9 +56,9 @@ CLAIM_FILE = ".claim"
 ENDPOINT_ENV = "SOFTSERVE_S3_ENDPOINT_URL"
 POLICY_FILE = "traffic.json"  # modelrepo.policy.POLICY_FILE (not imported: no cycle)
 STATE_FILE = ".state.json"
-# How many extra complete versions a server's view keeps beyond keep_versions: a newest version
-# that turns out broken still leaves keep_versions valid ones to load.
-VIEW_SPARE = 2
+# How many intact versions a server's view keeps beyond keep_versions (one whose metadata
+# breaks the schema is intact but not loadable: the spare covers it).
+VIEW_SPARE = 1
 CONFLICT_RETRIES = 10
 
 # (ETag, size) of one object; a listing maps keys relative to the prefix to them.
@@ -260,8 +260,9 @@ class S3Store:
     def sync_view(self, view: Path, keep_versions: int,
                   listing: dict[str, ObjectInfo] | None = None) -> list[str]:
         """Make the directory ``view`` hold what a server needs of the bucket: each model's
-        traffic.json and config.pbtxt, its newest ``keep_versions`` + VIEW_SPARE complete
-        versions and every version its policy names, downloaded whole before they appear
+        traffic.json and config.pbtxt, its complete versions newest first until
+        ``keep_versions`` + VIEW_SPARE of them are intact (sha256), every version its policy
+        names, downloaded whole before they appear
         (staged, then renamed into place); an empty ``retired-<N>`` per retired version.
         Versions already there with the same objects (ETags and sizes) are not downloaded
         again; versions no longer wanted are removed. Serialised across processes by a lock on
@@ -296,18 +297,30 @@ class S3Store:
                         continue
                     _replace_file(model_dir / name, data)
                 complete = complete_versions(listing, model)
-                wanted = set(sorted(complete)[-(keep_versions + VIEW_SPARE):])
-                wanted |= _policy_versions(model_dir / POLICY_FILE) & set(complete)
-                for number in sorted(wanted, reverse=True):
+                named = _policy_versions(model_dir / POLICY_FILE) & set(complete)
+                # Newest first, until keep_versions + VIEW_SPARE intact ones (model.onnx
+                # matching its sha256) are there: a corrupt newest version does not crowd out
+                # the valid ones a directory's server would load.
+                wanted: set[int] = set()
+                intact_count = 0
+                for number in sorted(complete, reverse=True):
+                    if intact_count >= keep_versions + VIEW_SPARE and number not in named:
+                        continue
                     rel = f"{model}/{number}"
                     fp = _fp(complete[number])
                     target = model_dir / str(number)
-                    if state.get(rel) == fp and target.is_dir():
-                        new_state[rel] = fp
-                        continue
-                    if self._download_version(model, number, complete[number], target):
-                        new_state[rel] = fp
+                    cached = state.get(rel)
+                    if isinstance(cached, list) and cached[:1] == [fp] and target.is_dir():
+                        intact = bool(cached[1])
+                    else:
+                        placed = self._download_version(model, number, complete[number], target)
+                        if placed is None:
+                            continue
+                        intact = placed
                         downloaded.append(rel)
+                    new_state[rel] = [fp, intact]
+                    wanted.add(number)
+                    intact_count += intact
                 retired = set(retired_numbers(listing, model))
                 for entry in os.listdir(model_dir):
                     found = modelrepo.parse_version(entry)
@@ -326,11 +339,14 @@ class S3Store:
         return downloaded
 
     def _download_version(self, model: str, number: int, objects: Mapping[str, ObjectInfo],
-                          target: Path) -> bool:
+                          target: Path) -> bool | None:
         """Download one complete version into a staging directory, then rename it over
-        ``target``. False (nothing placed) when an object vanished or changed mid-download."""
+        ``target``; whether its model.onnx matches the sha256 in its metadata.json (the
+        server's scan verifies it all again). None (nothing placed) when an object vanished or
+        changed mid-download."""
         staging = Path(tempfile.mkdtemp(prefix=f"{modelrepo.TMP_PREFIX}{os.getpid()}-",
                                         dir=target.parent))
+        files: dict[str, bytes] = {}
         try:
             for rel, (etag, size) in objects.items():
                 name = rel.rsplit("/", 1)[1]
@@ -339,12 +355,13 @@ class S3Store:
                 except FileNotFoundError:
                     log.warning("model %s version %s changed while downloading (%s is gone); "
                                 "not served", model, number, name)
-                    return False
+                    return None
                 if got != etag or len(data) != size:
                     log.warning("model %s version %s changed while downloading (%s); "
                                 "not served", model, number, name)
-                    return False
+                    return None
                 modelrepo._write_file(staging / name, data)
+                files[name] = data
             os.chmod(staging, 0o755)
             if target.exists():
                 old = target.with_name(f"{modelrepo.TMP_PREFIX}{os.getpid()}-old-{number}")
@@ -353,7 +370,12 @@ class S3Store:
             os.rename(staging, target)
             log.info("downloaded model %s version %s from the model store", model, number,
                      extra={"model": model, "version": str(number)})
-            return True
+            try:
+                recorded = json.loads(files[modelrepo.METADATA_FILE])["model"]["sha256"]
+            except (KeyError, TypeError, ValueError, RecursionError):
+                return False
+            return bool(recorded == hashlib.sha256(files.get(modelrepo.MODEL_FILE, b""))
+                        .hexdigest())
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

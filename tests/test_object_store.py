@@ -339,3 +339,27 @@ def test_init_creates_the_bucket_once_and_a_missing_bucket_names_the_fix(
     assert run("init").stdout.strip() == f"exists: {url}"
     listed = run("list")
     assert listed.returncode == 0 and "no models in" in listed.stdout, listed.stderr
+
+
+def test_corrupt_newest_versions_do_not_crowd_out_a_valid_older_one(s3_env: S3Server,
+                                                                    tmp_path: Path) -> None:
+    from serving.repository import ModelRepository
+
+    url = f"s3://{_bucket(s3_env)}/models"
+    bucket = url.split("/")[2]
+    with storage.open_repository(url) as repo:
+        publish_linear_model(repo, "lin", 3, 2)
+    good, bad = linear_model_bytes(3, 2, seed=3), linear_model_bytes(3, 2, seed=4)
+    client = s3_env.client()
+    for number in (2, 3, 4):  # complete (marker there), each model.onnx not what it says
+        record = {**linear_metadata(3, 2), "name": "lin", "version": number,
+                  "model": {"file": "model.onnx", "sha256": hashlib.sha256(good).hexdigest(),
+                            "bytes": len(good)}}
+        for name, body in (("model.onnx", bad), ("metadata.json", json.dumps(record).encode())):
+            client.put_object(Bucket=bucket, Key=f"models/lin/{number}/{name}",  # type: ignore
+                              Body=body)
+    served = ModelRepository(Path(url), keep_versions=1, cache_dir=tmp_path / "cache")
+    served.scan()
+    state = served.state("lin")
+    assert state.versions == ["1"] and sorted(state.broken) == [2, 3, 4]
+    assert served.get("lin").version == "1"
