@@ -119,3 +119,15 @@ def test_import_publishes_like_training(location: str, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"lin version {expected}" in done.stdout
     assert state(location)[0] == [1, 2]
+
+
+def test_an_aborted_rollout_records_its_verdict(location: str) -> None:
+    publish(location, 0)
+    publish(location, 1)
+    assert cli(location, "promote", "lin", "1").returncode == 0
+    done = cli(location, "rollout", "lin", "2", "--interval", "1ms",
+               "--url", "http://127.0.0.1:9")  # no server there: aborted at once
+    assert done.returncode == 1, done.stdout + done.stderr
+    current = state(location)[2]
+    assert current.production == 1 and current.canary is None
+    assert current.rollout is not None and current.rollout["outcome"] == "aborted"
