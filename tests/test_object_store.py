@@ -363,3 +363,23 @@ def test_corrupt_newest_versions_do_not_crowd_out_a_valid_older_one(s3_env: S3Se
     state = served.state("lin")
     assert state.versions == ["1"] and sorted(state.broken) == [2, 3, 4]
     assert served.get("lin").version == "1"
+
+
+def test_traffic_json_is_written_conditionally(s3_env: S3Server) -> None:
+    from modelrepo import policy
+
+    url = f"s3://{_bucket(s3_env)}/models"
+    with storage.open_repository(url) as repo:
+        publish_linear_model(repo, "lin", 3, 2)
+    with storage.open_repository(url) as a, storage.open_repository(url) as b:
+        policy.update_policy(a / "lin", lambda p: policy.set_alias(p, "first", 1))
+        # b read the bucket before a wrote: a blind write from its copy loses the race ...
+        with pytest.raises(modelrepo.StoreConflict):
+            policy.write_policy(b / "lin", policy.set_alias(policy.read_policy(b / "lin"),
+                                                            "blind", 1))
+        # ... a read-change-write reads it again and keeps a's change
+        policy.update_policy(b / "lin", lambda p: policy.set_alias(p, "second", 1))
+        policy.update_policy(a / "lin", lambda p: policy.set_alias(p, "third", 1))
+    with storage.open_repository(url) as repo:
+        assert dict(policy.read_policy(repo / "lin").aliases) == \
+            {"first": 1, "second": 1, "third": 1}
