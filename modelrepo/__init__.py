@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -127,6 +127,10 @@ class RepositoryError(Exception):
     """A problem with the repository itself (unusable path, bad model name)."""
 
 
+class StoreConflict(RepositoryError):
+    """A conditional write to object storage lost to another writer (``modelrepo.storage``)."""
+
+
 class BrokenVersion(Exception):
     """A version directory that must not be served; ``reason`` says why."""
 
@@ -134,6 +138,27 @@ class BrokenVersion(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class Mirror(Protocol):
+    """A remote store a local directory mirrors (``modelrepo.storage``): each write the
+    directory code makes goes through to it as it happens."""
+
+    def claim_version(self, model_dir: Path, at_least: int) -> int: ...
+    def version_written(self, model_dir: Path, number: int) -> None: ...
+    def version_retired(self, model_dir: Path, number: int) -> None: ...
+    def config_written(self, model_dir: Path) -> None: ...
+    def refresh_policy(self, model_dir: Path) -> None: ...
+    def policy_written(self, model_dir: Path) -> None: ...
+
+
+# Repository root (a checkout of a bucket) -> its store; empty for a plain directory, so the
+# directory code's behaviour is unchanged then.
+_MIRRORS: dict[Path, Mirror] = {}
+
+
+def _mirror_of(model_dir: Path) -> Mirror | None:
+    return _MIRRORS.get(Path(model_dir).parent) if _MIRRORS else None
 
 
 def default_repository() -> Path:
@@ -506,6 +531,7 @@ def _write_next_version(
     """
     clean_stale_temporaries(model_dir)
     version = highest_version_used(model_dir) + 1
+    mirror = _mirror_of(model_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a non-root server must read it
@@ -518,6 +544,9 @@ def _write_next_version(
                       "bytes": len(model_bytes)},
         }
         check_metadata(record, tmp, version)
+        if mirror is not None:  # object storage: claim the number there (a race moves it on)
+            version = mirror.claim_version(model_dir, version)
+            record["version"] = version
         _write_file(tmp / MODEL_FILE, model_bytes)
         for name, data in (extra_files or {}).items():
             _write_file(tmp / name, data)
@@ -529,6 +558,8 @@ def _write_next_version(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if mirror is not None:  # files first, the marker (metadata.json) last
+        mirror.version_written(model_dir, version)
     return version
 
 
@@ -547,6 +578,8 @@ def _write_config(model_dir: Path, model_name: str, inputs: list[dict[str, Any]]
     staged = model_dir / f"{TMP_PREFIX}{CONFIG_FILE}"
     _write_file(staged, text)
     os.rename(staged, config)
+    if (mirror := _mirror_of(model_dir)) is not None:
+        mirror.config_written(model_dir)
 
 
 def restore_version(repository: Path, model_name: str, retired: int) -> Published:
@@ -654,6 +687,8 @@ def retire_version(model_dir: Path, version: int) -> Path:
             raise RepositoryError(f"{target} already exists") from None
         raise
     _fsync_dir(model_dir)
+    if (mirror := _mirror_of(model_dir)) is not None:
+        mirror.version_retired(model_dir, version)
     for _, path in sorted(version_dirs(model_dir).items(), reverse=True):
         try:
             metadata, _ = read_version(path)

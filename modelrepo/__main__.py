@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import modelrepo
-from modelrepo import BrokenVersion, RepositoryError, policy, rollout
+from modelrepo import BrokenVersion, RepositoryError, policy, rollout, storage
 
 
 def _describe(metadata: dict[str, Any]) -> str:
@@ -74,12 +74,12 @@ def versions(model_dir: Path) -> list[tuple[int, str, dict[str, Any] | None, str
 def cmd_list(repository: Path, model: str | None) -> int:
     names = [model] if model else modelrepo.model_names(repository)
     if not names:
-        print(f"no models in {repository}")
+        print(f"no models in {storage.shown(repository)}")
         return 0
     for name in names:
         model_dir = repository / modelrepo.check_model_name(name, publishing=False)
         if not model_dir.is_dir():
-            print(f"error: no model {name!r} in {repository}", file=sys.stderr)
+            print(f"error: no model {name!r} in {storage.shown(repository)}", file=sys.stderr)
             return 2
         print(f"{name}:")
         try:
@@ -131,7 +131,7 @@ def _traffic_text(traffic: policy.Policy, live: int | None) -> str:
 def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
     model_dir = repository / modelrepo.check_model_name(model, publishing=False)
     if not model_dir.is_dir():
-        print(f"error: no model {model!r} in {repository}", file=sys.stderr)
+        print(f"error: no model {model!r} in {storage.shown(repository)}", file=sys.stderr)
         return 2
     with modelrepo.model_lock(model_dir):
         table = versions(model_dir)
@@ -161,7 +161,7 @@ def cmd_rollback(repository: Path, model: str, to: int | None) -> int:
         retire = sorted((n for n in modelrepo.version_dirs(model_dir) if n > to), reverse=True)
         for number in retire:
             target = modelrepo.retire_version(model_dir, number)
-            print(f"retired {model} version {number} -> {target}")
+            print(f"retired {model} version {number} -> {storage.shown(target)}")
     print(f"{model} version {to} is live (servers switch at their next poll)")
     return 0
 
@@ -199,7 +199,7 @@ def _rollback_alias(model_dir: Path, model: str, current: policy.Policy, valid: 
 def _model_dir(repository: Path, model: str) -> Path:
     model_dir = repository / modelrepo.check_model_name(model, publishing=False)
     if not model_dir.is_dir():
-        raise RepositoryError(f"no model {model!r} in {repository}")
+        raise RepositoryError(f"no model {model!r} in {storage.shown(repository)}")
     return model_dir
 
 
@@ -253,7 +253,7 @@ def cmd_traffic(repository: Path, args: argparse.Namespace) -> int:
 def cmd_restore(repository: Path, model: str, version: int) -> int:
     model_dir = repository / modelrepo.check_model_name(model)
     if not model_dir.is_dir():
-        print(f"error: no model {model!r} in {repository}", file=sys.stderr)
+        print(f"error: no model {model!r} in {storage.shown(repository)}", file=sys.stderr)
         return 2
     retired = modelrepo.retired_versions(model_dir)
     if version not in retired:
@@ -320,9 +320,10 @@ def cmd_import(repository: Path, args: argparse.Namespace) -> int:
               "published", file=sys.stderr)
         return 2
     if published is None:
-        print(f"Dry run: would publish {args.name} to {repository}")
+        print(f"Dry run: would publish {args.name} to {storage.shown(repository)}")
         return 0
-    print(f"published {args.name} version {published.version} -> {published.path}")
+    print(f"published {args.name} version {published.version} -> "
+          f"{storage.shown(published.path)}")
     print(f"{args.name} version {published.version} is live (servers switch at their next poll)")
     return 0
 
@@ -385,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"else {modelrepo.DEFAULT_REPOSITORY})")
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="versions with their metrics, and which is live")
+    sub.add_parser(
+        "init", help="create the repository if it is missing: the bucket of an s3:// one, "
+        "the folder of a directory (does nothing when it exists)",
+        description="Create the repository if it is missing: for s3://bucket/prefix the bucket "
+        "(in AWS_REGION; endpoint and credentials from the AWS settings), for a directory the "
+        "folder. Does nothing when it exists, so a deployment may run it before every start.")
     p_list.add_argument("model", nargs="?", help="one model (default: all)")
     p_back = sub.add_parser(
         "rollback", help="make the previous (or a named) version live: by moving production "
@@ -519,7 +526,21 @@ def _traffic_parsers(sub: Any) -> list[argparse.ArgumentParser]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    repository = args.artifacts or modelrepo.default_repository()
+    location = args.artifacts or modelrepo.default_repository()
+    try:
+        if args.command == "init":  # before a checkout: there may be no bucket to read yet
+            created = storage.create_repository(location)
+            print(f"{'created' if created else 'exists'}: {storage.shown_location(location)}")
+            return 0
+        # s3://bucket/prefix: a checkout whose every write goes through (modelrepo.storage)
+        with storage.open_repository(location) as repository:
+            return _main(args, repository)
+    except RepositoryError as exc:  # the store unreachable, refusing, or a lost race
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace, repository: Path) -> int:
     try:
         if args.command == "list":
             return cmd_list(repository, args.model)

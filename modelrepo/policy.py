@@ -202,6 +202,8 @@ def write_policy(model_dir: Path, policy: Policy) -> Policy:
     modelrepo._write_file(staged, text)
     os.rename(staged, policy_path(model_dir))
     modelrepo._fsync_dir(Path(model_dir))
+    if (mirror := modelrepo._mirror_of(Path(model_dir))) is not None:
+        mirror.policy_written(Path(model_dir))  # conditional: StoreConflict if it moved
     return policy
 
 
@@ -211,14 +213,23 @@ def update_policy(model_dir: Path, change: Callable[[Policy], Policy]) -> Policy
     ``change`` may raise PolicyError (nothing is written). A malformed traffic.json raises
     PolicyError too: it is never overwritten silently (fix or delete it first).
     """
-    with modelrepo.model_lock(Path(model_dir)):
-        try:
-            policy = read_policy(model_dir)
-        except PolicyError as exc:
-            raise PolicyError(f"{exc}; nothing was changed: fix {POLICY_FILE} in the model's "
-                              "directory, or delete it to start afresh (servers keep their "
-                              "last good policy meanwhile)") from None
-        return write_policy(model_dir, change(policy))
+    mirror = modelrepo._mirror_of(Path(model_dir))
+    for _ in range(10):
+        if mirror is not None:  # object storage: read it afresh; lost a race: read again
+            mirror.refresh_policy(Path(model_dir))
+        with modelrepo.model_lock(Path(model_dir)):
+            try:
+                policy = read_policy(model_dir)
+            except PolicyError as exc:
+                raise PolicyError(f"{exc}; nothing was changed: fix {POLICY_FILE} in the "
+                                  "model's directory, or delete it to start afresh (servers "
+                                  "keep their last good policy meanwhile)") from None
+            try:
+                return write_policy(model_dir, change(policy))
+            except modelrepo.StoreConflict:
+                if mirror is None:
+                    raise
+    raise PolicyError(f"{POLICY_FILE} kept changing under this command; try again")
 
 
 # --- the changes the commands make ---------------------------------------------------------

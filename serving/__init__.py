@@ -85,7 +85,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     telemetry = Telemetry(config.metrics_flush_seconds) if config.metrics else None
     repository = ModelRepository(config.model_repository, config.keep_versions, telemetry,
-                                 config.default_model)
+                                 config.default_model, cache_dir=config.cache_dir)
     repository.scan()
     repository.watch(config.poll_seconds)
     if telemetry is not None:
@@ -119,7 +119,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # gunicorn's worker gets this Flask app, not the middleware: offer it the access-log buffer.
     offer_access_log_buffer(app, observed)
     logging.getLogger("softserve").info(
-        "serving %s: %s", config.model_repository,
+        "serving %s: %s", repository.store or config.model_repository,
         ", ".join(f"{n} v{m.serving.version}" if m.serving else f"{n} (no valid version)"
                   for n, m in repository.models.items()) or "no models")
     return app

@@ -46,6 +46,9 @@ class Config:
     drift_sample: float = 1.0
     # POST /v2/models/<name>/feedback: the most items one request may carry.
     feedback_max_items: int = 1000
+    # An s3:// model repository: where a server keeps the versions it downloaded (None:
+    # $XDG_CACHE_HOME/softserve, ~/.cache/softserve, else the temporary directory).
+    cache_dir: Path | None = None
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,
@@ -62,6 +65,8 @@ class Config:
             raise ConfigError(f"unknown configuration keys: {sorted(unknown)}")
         config = replace(cls(), **{**values, **dict(overrides or {})})
         config = replace(config, model_repository=Path(config.model_repository))
+        if config.cache_dir is not None:
+            config = replace(config, cache_dir=Path(config.cache_dir))
         if config.prediction_log is not None:
             config = replace(config, prediction_log=Path(config.prediction_log))
         config.check()

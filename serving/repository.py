@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import modelrepo
-from modelrepo import BrokenVersion
+from modelrepo import BrokenVersion, RepositoryError, storage
 from modelrepo.policy import POLICY_FILE, PRODUCTION, Policy, PolicyError, read_policy
 from serving.config import PREFIX
 from serving.errors import ModelNotFound, ModelNotReady
@@ -163,7 +163,17 @@ class _Cache:
 
 class ModelRepository:
     def __init__(self, root: Path, keep_versions: int = 3,
-                 telemetry: Telemetry | None = None, default_model: str | None = None) -> None:
+                 telemetry: Telemetry | None = None, default_model: str | None = None,
+                 cache_dir: Path | None = None) -> None:
+        # s3://bucket/prefix: each scan lists the bucket and brings what changed into a local
+        # view (modelrepo.storage.S3Store.sync_view), which is then scanned as a directory.
+        self.store: storage.S3Store | None = None
+        self.store_problem: str | None = None  # why the store did not answer, while it does not
+        self._listing: str | None = None  # the fingerprint of the last listing synced
+        if storage.is_remote(root):
+            self.store = storage.S3Store(root)
+            root = storage.view_dir(cache_dir or storage.default_cache_dir(),
+                                    self.store.location)
         self.root = Path(root)
         self.default_model = default_model
         self.predict_model: str | None = default_model
@@ -188,10 +198,14 @@ class ModelRepository:
         if not self._scanned:
             return False, "the model repository has not been scanned yet"
         if not any(m.loaded for m in models.values()):
+            if self.store_problem is not None:  # nothing cached and the store does not answer
+                return False, self.store_problem.replace(": serving the versions loaded", "")
             if not models:  # the setting, never the path: clients must not learn the layout
                 return False, f"no model in the model repository ({PREFIX}MODEL_REPOSITORY)"
             return False, "no model has a valid version: " + "; ".join(
                 f"{m.name}: {self._broken_text(m)}" for m in models.values())
+        if self.store_problem is not None:
+            return True, self.store_problem
         return True, "ready"
 
     def state(self, name: str) -> ModelState:
@@ -275,8 +289,36 @@ class ModelRepository:
         self._scan()
         _freeze_heap_once()
 
+    def _sync_store(self) -> None:
+        """Bring the bucket's changes into the view: one listing; downloads only when it
+        differs from the last one synced. An unreachable store keeps the view (and what is
+        loaded) as it is, logged once per outage and reported by ``ready``."""
+        assert self.store is not None
+        try:
+            listing = self.store.list_objects()
+            fingerprint = storage.listing_fingerprint(listing)
+            if fingerprint != self._listing:
+                self.store.sync_view(self.root, self.keep_versions, listing)
+                self._listing = fingerprint
+        except (RepositoryError, OSError) as exc:
+            if self.store_problem is None:
+                log.warning("%s; keeping the %d model(s) loaded serving, retrying every poll",
+                            exc, len(self._models), extra={"reason": str(exc)})
+                what = "refuses the credentials" if "credentials" in str(exc) else \
+                    "does not answer"
+                self.store_problem = (
+                    f"the model store ({PREFIX}MODEL_REPOSITORY) {what} since "
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: serving the "
+                    "versions loaded")
+            return
+        if self.store_problem is not None:
+            log.warning("the model store answers again")
+            self.store_problem = None
+
     def _scan(self) -> None:
         with self._scan_lock:
+            if self.store is not None:
+                self._sync_store()
             try:
                 names = modelrepo.model_names(self.root) if self.root.is_dir() else None
             except OSError as exc:

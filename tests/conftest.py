@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from serving import create_app
 from tests.support.models import publish_shapes, train
+from tests.support.s3 import S3Server, start_s3
 from tests.support.server import Server, start_server
 
 # Every process the tests start inherits this: no onnxruntime telemetry from test runs.
@@ -76,3 +77,11 @@ def app(iris_repository: Path) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS, tests/support/s3.py) on 127.0.0.1 for the session."""
+    server = start_s3(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()

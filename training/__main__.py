@@ -197,6 +197,25 @@ def served_metadata(model_dir: Path) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from modelrepo import storage
+
+    location = args.artifacts or default_repository()
+    if not storage.is_remote(location):
+        return _main(parser, args)
+    try:
+        # s3://bucket/prefix: a checkout whose every write goes through (modelrepo.storage);
+        # the version number is claimed in the bucket itself, so racing trainings never share one
+        with storage.open_repository(location) as checkout:
+            args.artifacts = checkout
+            return _main(parser, args)
+    except RepositoryError as exc:  # the store unreachable, refusing credentials
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_DATA
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from modelrepo import storage
+
     if args.from_log is not None and not args.model_name:
         parser.error("--from-log needs --model-name: the served model whose log to train on")
     if args.data is None and args.from_log is None:
@@ -240,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             listed = ", ".join(f"{name} (version{'s' if len(numbers) > 1 else ''} "
                                f"{', '.join(map(str, numbers))})"
                                for name, numbers in present.items())
-            print(f"--if-empty: {repository} already has {len(present)} model"
+            print(f"--if-empty: {storage.shown(repository)} already has {len(present)} model"
                   f"{'s' if len(present) > 1 else ''}: {listed}; nothing to do")
             print(predict_line(repository))
             return 0
@@ -355,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                   if "random_missing" in parity["rows"] else "") + "), "
                f"near ties {parity['near_ties']}, batch sizes {parity['batch_sizes']}")
     if args.dry_run:
-        say(f"Dry run: would publish {model_name} to {repository}; accuracy {accuracy:.4f}; "
+        say(f"Dry run: would publish {model_name} to {storage.shown(repository)}; "
+            f"accuracy {accuracy:.4f}; "
             f"{figures}")
         say(stage_times())
         return 0
@@ -375,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
               "published", file=sys.stderr)
         return EXIT_BAD_DATA
     stage("publish")
-    say(f"Published {published.path} (model {published.model}, version {published.version}) "
-        f"in {time.perf_counter() - started:.1f} s")
+    say(f"Published {storage.shown(published.path)} (model {published.model}, "
+        f"version {published.version}) in {time.perf_counter() - started:.1f} s")
     say("Validation accuracy: " + (f"{m['validation']['accuracy']:.4f}" if m["validation"]
                                     else "n/a (no split); training accuracy "
                                     f"{m['train']['accuracy']:.4f}"))

@@ -349,7 +349,11 @@ def schema_components() -> dict[str, Json]:
             "type": "object",
             "required": ["ready"],
             "additionalProperties": False,
-            "properties": {"ready": {"type": "boolean", "enum": [True]}},
+            "properties": {"ready": {"type": "boolean", "enum": [True]},
+                           "details": {"type": "string", "description":
+                                       "Present when serving goes on despite a problem, e.g. "
+                                       "the model store unreachable: the versions loaded "
+                                       "keep serving."}},
         },
         "NotReady": {
             "type": "object",

@@ -56,8 +56,9 @@ def handlers(config: Config, repository: ModelRepository) -> Handlers:
 
     def ready() -> Response:
         ok, reason = repository.ready()
-        if ok:
-            return json_response({"ready": True})
+        if ok:  # a reason other than "ready" is a problem served through (store unreachable)
+            return json_response({"ready": True} if reason == "ready" else
+                                 {"ready": True, "details": reason})
         return json_response({"ready": False, "error": f"not ready: {reason}"}, status=503)
 
     return {"api_index": index, "server_metadata": server_metadata, "live": live, "ready": ready}
