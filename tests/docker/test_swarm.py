@@ -152,7 +152,7 @@ class Swarm:
 
     def logs(self) -> str:
         out = []
-        for service in ("serve", "lb", "train"):
+        for service in ("serve", "lb", "train", "seaweedfs"):
             result = subprocess.run(["docker", "service", "logs", "--tail", "15", "--no-trunc",
                                      f"{self.name}_{service}"], capture_output=True, text=True,
                                     env=self.env, timeout=60)
@@ -226,7 +226,7 @@ def _teardown(s: Swarm) -> dict[str, list[str]]:
             if not running.strip() and left["containers"]:
                 s.docker("rm", "--force", *left["containers"], check=False)
             time.sleep(0.5)
-        s.docker("volume", "rm", f"{s.name}_models", check=False)
+        s.docker("volume", "rm", f"{s.name}_objects", check=False)
         if s.joined:
             s.docker("swarm", "leave", "--force", check=False)
             if not s.had_gwbridge:
@@ -242,10 +242,15 @@ def swarm(torch_index: str, docker_summary: list[str]) -> Iterator[Swarm]:  # no
     name = f"softserve-swarm-test-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOFTSERVE_", "COMPOSE_"))}
     images = {"serve": f"softserve-serve:{name}", "train": f"softserve-train:{name}",
-              "lb": f"softserve-lb:{name}", "serve-v2": f"softserve-serve:{name}-v2"}
+              "lb": f"softserve-lb:{name}", "seaweedfs": f"softserve-seaweedfs:{name}",
+              "serve-v2": f"softserve-serve:{name}-v2"}
     port = free_port()
     env.update(SOFTSERVE_SERVE_IMAGE=images["serve"], SOFTSERVE_TRAIN_IMAGE=images["train"],
-               SOFTSERVE_LB_IMAGE=images["lb"], SOFTSERVE_PORT=str(port),
+               SOFTSERVE_LB_IMAGE=images["lb"], SOFTSERVE_SEAWEEDFS_IMAGE=images["seaweedfs"],
+               SOFTSERVE_PORT=str(port),
+               # the stack's own object store accepts this identity (made up for the test)
+               AWS_ACCESS_KEY_ID=f"softserve-{uuid.uuid4().hex[:8]}",
+               AWS_SECRET_ACCESS_KEY=uuid.uuid4().hex,
                SOFTSERVE_REPLICAS=str(REPLICAS), SOFTSERVE_POLL_SECONDS=str(POLL_SECONDS),
                SOFTSERVE_HEALTH_INTERVAL="1s", SOFTSERVE_WORKERS="2")
     s = Swarm(name, port, env, images)
@@ -262,6 +267,8 @@ def swarm(torch_index: str, docker_summary: list[str]) -> Iterator[Swarm]:  # no
                  f"PIP_EXTRA_INDEX_URL={torch_index}", "-f", "training/Dockerfile", "-t",
                  images["train"], ".", timeout=1800)
         s.docker("build", "--network", "host", "-t", images["lb"], "deploy/lb", timeout=900)
+        s.docker("build", "--network", "host", "-t", images["seaweedfs"], "deploy/seaweedfs",
+                 timeout=900)
         # "a new release" for the rolling update: another image (another id) of the same server
         new = subprocess.run(["docker", "build", "-t", images["serve-v2"], "-"],
                              input=f"FROM {images['serve']}\nLABEL softserve.test.release=2\n",
@@ -315,6 +322,10 @@ def test_stack_file_is_what_swarm_needs() -> None:
     assert serve["deploy"]["update_config"]["order"] == "start-first"
     assert "/v2/health/ready" in " ".join(serve["healthcheck"]["test"])
     assert [p["mode"] for p in services["lb"]["ports"]] == ["host"]
+    # the repository on object storage, shared by every node: no volume of the replicas' own
+    assert "volumes" not in serve and "volumes" not in services["train"]
+    assert stack["x-repository"]["SOFTSERVE_MODEL_REPOSITORY"].startswith(
+        "${SOFTSERVE_MODEL_REPOSITORY:-s3://")
     for service in services.values():  # what `docker stack deploy` rejects or ignores
         assert not {"depends_on", "profiles", "build", "restart"} & set(service), service
 
@@ -374,12 +385,14 @@ def test_retrain_job_publishes_a_version_every_replica_serves(swarm: Swarm) -> N
             assert time.monotonic() < deadline, \
                 f"after {10 * POLL_SECONDS} s: {Counter((a.replica, a.version) for a in recent)}"
             time.sleep(0.25)
-        first_all_new = min(a.at for a in recent)
-        last_old = max((a.at for a in load.since(0) if a.version != new), default=done)
+        answers = load.since(0)
+        first_new = min(a.at for a in answers if a.version == new)
+        last_old = max(a.at for a in answers if a.version == old)
+    # the switch-over: from the first answer naming the new version to the last naming the old
     swarm.figures.append(
-        f"retrain job: {load.total()} requests, {len(load.failures)} failed; last answer with "
-        f"version {old} {last_old - done:+.1f} s after the job ended, every replica on version "
-        f"{new} from {first_all_new - done:+.1f} s")
+        f"retrain job: {load.total()} requests, {len(load.failures)} failed; every replica "
+        f"on version {new} within {max(0.0, last_old - first_new):.1f} s of the first answer "
+        f"naming it (poll interval {POLL_SECONDS:.0f} s)")
     assert not load.failures, load.failures[:5]
 
 
@@ -387,6 +400,7 @@ def test_killing_a_replica_loses_at_most_its_requests_in_flight(swarm: Swarm) ->
     with Load(swarm.port) as load:
         swarm.wait_for_replicas(load, REPLICAS, timeout=60)
         [victim, *_] = swarm.running_serve_containers()
+        kill_called = time.monotonic()
         swarm.docker("kill", victim)  # SIGKILL: no graceful shutdown
         killed = time.monotonic()
         replaced_in = swarm.wait_for_replicas(load, REPLICAS, timeout=180)
@@ -394,14 +408,15 @@ def test_killing_a_replica_loses_at_most_its_requests_in_flight(swarm: Swarm) ->
     assert victim not in swarm.running_serve_containers()
     swarm.figures.append(
         f"replica kill: {load.total()} requests, {len(load.failures)} failed "
-        f"({Counter(f.split(':')[0][:40] for f in load.failures)}); replaced, all "
+        f"({Counter(f.split(':')[0][:40] for f in load.failures)}), all begun before "
+        f"`docker kill` returned ({killed - kill_called:.2f} s); replaced, all "
         f"{REPLICAS} answering again {replaced_in:.1f} s after the kill")
-    # Lost: only requests that were in flight when the container died (begun before the kill
-    # was done), each client thread having one at most; a request begun after it never fails
+    # Lost: only requests that were in flight when the container died, i.e. begun before
+    # `docker kill` returned (a client thread whose request failed at the kill may begin another
+    # while the call still runs, which is in flight too); a request begun after it never fails
     # (a connection to the dead replica fails to connect and is retried on another).
     late = [t - killed for t in load.failed_started if t >= killed]
     assert not late, f"{late} s after the kill: {load.failures}\n{swarm.logs()}"
-    assert len(load.failures) <= CLIENT_THREADS, f"{load.failures}\n{swarm.logs()}"
     assert load.since(killed), "no answer after the kill"
 
 
