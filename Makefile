@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 SOFTSERVE_MODEL_REPOSITORY ?= ./artifacts
 export SOFTSERVE_MODEL_REPOSITORY
 
-.PHONY: install install-test run train serve test lint browser bench fuzz soak lock audit clean
+.PHONY: install install-test run train serve test lint browser bench fuzz soak lock audit clean \
+  swarm-two-node
 
 ## what running needs: training (torch, onnx) and serving (flask, gunicorn, onnxruntime)
 install: $(VENV)/.installed
@@ -101,3 +102,10 @@ audit: install-test
 lock: install-test
 	$(BIN)/pip-compile --quiet --extra serve --generate-hashes --no-emit-index-url \
 	  --no-emit-find-links --strip-extras --output-file requirements/serve.lock pyproject.toml
+
+## deploy/stack.yml on a two-node Docker Swarm made on this machine (a second dockerd in a network
+## namespace of its own; images through Debian's docker-registry): replicas on both nodes serve
+## the same versions from the object store. As root, with DOCKER_HOST set
+## (eval "$$(.ci/docker-engine.sh)"); removes everything it made. Not part of make test.
+swarm-two-node:
+	deploy/two-node.sh
