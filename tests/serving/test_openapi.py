@@ -19,7 +19,6 @@ import shutil
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -40,6 +39,7 @@ from serving.fastpath import FastPath
 from serving.routes import ModelNameConverter
 from serving.routes.table import ROUTES
 from serving.openapi.document import openapi_document
+from tests.support.html import asset_urls
 
 DOCUMENT = openapi_document(__version__)
 DOCUMENT_URI = "urn:softserve:openapi"
@@ -469,21 +469,6 @@ def test_request_id_is_echoed_or_generated(case: Case, request: pytest.FixtureRe
 # ---------------------------------------------------------------------- 4. the docs page
 
 
-class _AssetLinks(HTMLParser):
-    """The URLs of an HTML page's scripts, stylesheets, icons and images."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.urls: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        url = values.get("src") if tag in ("script", "img") else (
-            values.get("href") if tag == "link" else None)
-        if url:
-            self.urls.append(url)
-
-
 EXPECTED_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
 
@@ -493,11 +478,10 @@ def test_docs_page_loads_everything_from_this_server(client: FlaskClient) -> Non
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     assert not re.search(r"https?://", html), "the page names another server"
-    parser = _AssetLinks()
-    parser.feed(html)
-    suffixes = {Path(urlsplit(u).path).suffix for u in parser.urls}
-    assert {".js", ".css"} <= suffixes, parser.urls
-    for url in parser.urls:
+    urls = asset_urls(html)
+    suffixes = {Path(urlsplit(u).path).suffix for u in urls}
+    assert {".js", ".css"} <= suffixes, urls
+    for url in urls:
         absolute = urlsplit(urljoin(base, url))
         assert (absolute.scheme, absolute.netloc) == ("http", "localhost"), url
         asset = client.get(absolute.path)

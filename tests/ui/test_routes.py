@@ -5,7 +5,6 @@ nothing written anywhere (the traffic policy and drift: test_traffic_drift.py)."
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -19,22 +18,10 @@ from serving import create_app
 from serving.ui import ASSET_TYPES, PAGE_CSP
 from serving.ui.charts import MOST_MATRIX_CLASSES, confusion_matrix, loss_curve_svg
 from serving.ui.views import training_means
+from tests.support.html import asset_urls
 from tests.support.models import SHAPES
 
 PAGES = ["/ui", "/ui/models/iris", "/ui/models/iris/compare?a=1&b=1"]
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.urls: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        url = values.get("src") if tag in ("script", "img") else (
-            values.get("href") if tag == "link" else None)
-        if url:
-            self.urls.append(url)
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -46,10 +33,9 @@ def test_page_loads_only_files_of_this_server(client: FlaskClient, path: str) ->
     html = page.get_data(as_text=True)
     assert not re.search(r"https?://", html), "the page names another server"
     assert " style=" not in html and "<script>" not in html  # the policy forbids both
-    links = _Links()
-    links.feed(html)
-    assert {Path(urlsplit(u).path).suffix for u in links.urls} == {".css", ".js", ".svg"}
-    for url in links.urls:
+    urls = asset_urls(html)
+    assert {Path(urlsplit(u).path).suffix for u in urls} == {".css", ".js", ".svg"}
+    for url in urls:
         absolute = urlsplit(urljoin("http://localhost" + path, url))
         assert absolute.netloc == "localhost", url
         asset = client.get(absolute.path)
