@@ -11,7 +11,8 @@ where ``python -m modelrepo report`` and ``python -m training --from-log`` join 
 predictions by request id; an id that matches no logged prediction is accepted (the report
 counts it as unmatched). Without a prediction log (``SOFTSERVE_PREDICTION_LOG`` unset) feedback
 is still accepted and counted, ``"logged": false``. An item with ``model_version`` and ``class``
-also counts in ``softserve_feedback_total{model,version,outcome="correct|wrong"}``.
+also counts in ``softserve_feedback_total{model,version,outcome="correct|wrong"}`` when the
+repository has that version (any other number is logged, not counted: no unbounded series).
 The endpoint writes only to the prediction-log directory, never to the model repository.
 """
 
@@ -134,8 +135,12 @@ def handlers(config: Config, repository: ModelRepository, prediction_log: Predic
 
     def feedback(name: str) -> Response:
         items = parse_feedback(request.get_data(), name, repository, config.feedback_max_items)
+        # Only versions the repository has make metric series: a client naming any number
+        # must not grow them without bound (the log keeps every item as sent).
+        on_disk = repository.state(name).on_disk
         for item in items:
-            if "model_version" in item and "class" in item:
+            if "model_version" in item and "class" in item \
+                    and int(item["model_version"]) in on_disk:
                 counts.add((name, item["model_version"],
                             "correct" if item["class"] == item["label"] else "wrong"))
         if prediction_log is not None:
