@@ -106,6 +106,6 @@ lock: install-test
 ## deploy/stack.yml on a two-node Docker Swarm made on this machine (a second dockerd in a network
 ## namespace of its own; images through Debian's docker-registry): replicas on both nodes serve
 ## the same versions from the object store. As root, with DOCKER_HOST set
-## (eval "$$(.ci/docker-engine.sh)"); removes everything it made. Not part of make test.
+## (eval "$$(.ci/docker-engine.sh)"); removes everything it made. Not part of make test; .ci/run runs it after.
 swarm-two-node:
 	deploy/two-node.sh
