@@ -31,6 +31,10 @@ d2() { DOCKER_HOST=$NODE2 docker "$@"; }
 say() { echo "two-node [$(( $(date +%s) - started )) s]: $*" >&2; }
 started=$(date +%s)
 export AWS_ACCESS_KEY_ID="softserve-2node" AWS_SECRET_ACCESS_KEY="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# The stack's own object store holds the repository: a SOFTSERVE_MODEL_REPOSITORY inherited from
+# the caller (the Makefile exports ./artifacts for make run) would point every replica at an empty
+# folder of its own, never ready.
+unset SOFTSERVE_MODEL_REPOSITORY
 
 [ "$(d1 info --format '{{.Swarm.LocalNodeState}}')" = inactive ] || {
     echo "two-node: node 1's engine is already in a swarm; not ours to change" >&2; exit 2; }
