@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The repository `make run` trains into and serves; given to those two recipes only, so that no
+# other one (the tests, the benchmarks, the cluster runs) inherits it by accident.
 SOFTSERVE_MODEL_REPOSITORY ?= ./artifacts
-export SOFTSERVE_MODEL_REPOSITORY
+RUN_ENV := SOFTSERVE_MODEL_REPOSITORY=$(SOFTSERVE_MODEL_REPOSITORY)
 
 .PHONY: install install-test run train serve test lint browser bench fuzz soak lock audit clean \
   swarm-two-node
@@ -30,11 +32,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 ## train the default Iris model unless the repository already has one
 train: install
-	$(BIN)/python -m training --if-empty
+	$(RUN_ENV) $(BIN)/python -m training --if-empty
 
 ## serve the repository on port 8080
 serve: install
-	$(BIN)/gunicorn -c serving/gunicorn.conf.py "serving:create_app()"
+	$(RUN_ENV) $(BIN)/gunicorn -c serving/gunicorn.conf.py "serving:create_app()"
 
 run: train serve
 

@@ -31,9 +31,9 @@ d2() { DOCKER_HOST=$NODE2 docker "$@"; }
 say() { echo "two-node [$(( $(date +%s) - started )) s]: $*" >&2; }
 started=$(date +%s)
 export AWS_ACCESS_KEY_ID="softserve-2node" AWS_SECRET_ACCESS_KEY="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-# The stack's own object store holds the repository: a SOFTSERVE_MODEL_REPOSITORY inherited from
-# the caller (the Makefile exports ./artifacts for make run) would point every replica at an empty
-# folder of its own, never ready.
+# This run proves the stack with its own object store holding the repository: a
+# SOFTSERVE_MODEL_REPOSITORY from the caller's shell is not this run's (tests/docker/test_swarm.py
+# drops the caller's SOFTSERVE_ variables the same way).
 unset SOFTSERVE_MODEL_REPOSITORY
 
 [ "$(d1 info --format '{{.Swarm.LocalNodeState}}')" = inactive ] || {
