@@ -476,9 +476,25 @@ def _percent(text: str) -> float:
     return value
 
 
+VERSION_HELP = "a version number or an alias (see: list)"
+
+
+def _split_parser(sub: Any, name: str, summary: str, description: str, percent: float,
+                  percent_help: str) -> argparse.ArgumentParser:
+    """A canary's or a shadow's command: MODEL [VERSION] --percent P | --off."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=description + " --off (or --percent 0) ends it.")
+    parser.add_argument("model")
+    parser.add_argument("version", nargs="?", help=VERSION_HELP)
+    parser.add_argument("--percent", type=_percent, default=percent, metavar="P",
+                        help=f"{percent_help}, 0-100 (default {percent:g})")
+    parser.add_argument("--off", action="store_true", help="end it")
+    return parser
+
+
 def _traffic_parsers(sub: Any) -> list[argparse.ArgumentParser]:
     """alias, unalias, promote, canary, shadow and rollout: the traffic policy's commands."""
-    version_help = "a version number or an alias (see: list)"
+    version_help = VERSION_HELP
     p_alias = sub.add_parser(
         "alias", help="point an alias (production, candidate, any name) at a version",
         description="Point an alias at a valid version. Unversioned requests go to the "
@@ -497,29 +513,21 @@ def _traffic_parsers(sub: Any) -> list[argparse.ArgumentParser]:
         "previous production is remembered: `rollback` moves back to it.")
     p_promote.add_argument("model")
     p_promote.add_argument("version", help=version_help + ", e.g. candidate")
-    p_canary = sub.add_parser(
-        "canary", help="send a share of unversioned requests to a version",
-        description="Unversioned requests go to VERSION with probability PERCENT/100, the rest "
+    p_canary = _split_parser(
+        sub, "canary", "send a share of unversioned requests to a version",
+        "Unversioned requests go to VERSION with probability PERCENT/100, the rest "
         "to production (pinned to what serves now if the model has no production alias). "
         "With --sticky-header, requests carrying that header choose by a hash of its value: "
-        "one user, one version, in every worker. --off (or --percent 0) ends it.")
-    p_canary.add_argument("model")
-    p_canary.add_argument("version", nargs="?", help=version_help)
-    p_canary.add_argument("--percent", type=_percent, default=10.0, metavar="P",
-                          help="share of unversioned requests, 0-100 (default 10)")
+        "one user, one version, in every worker.",
+        10.0, "share of unversioned requests")
     p_canary.add_argument("--sticky-header", metavar="NAME", type=policy.check_header_arg,
                           help="a request header (e.g. X-User-Id) whose value picks the version")
-    p_shadow = sub.add_parser(
-        "shadow", help="replay production's requests on a version, after answering",
-        description="The client is answered by production only; VERSION then runs on the same "
+    p_shadow = _split_parser(
+        sub, "shadow", "replay production's requests on a version, after answering",
+        "The client is answered by production only; VERSION then runs on the same "
         "rows and is compared (agreement, probability difference, latency, errors: "
-        "softserve_shadow_* metrics). --off (or --percent 0) ends it.")
-    p_shadow.add_argument("model")
-    p_shadow.add_argument("version", nargs="?", help=version_help)
-    p_shadow.add_argument("--percent", type=_percent, default=100.0, metavar="P",
-                          help="share of production answers replayed (default 100)")
-    for p in (p_canary, p_shadow):
-        p.add_argument("--off", action="store_true", help="end it")
+        "softserve_shadow_* metrics).",
+        100.0, "share of production answers replayed")
     p_rollout = rollout.add_parser(sub)
     return [p_alias, p_unalias, p_promote, p_canary, p_shadow, p_rollout]
 
