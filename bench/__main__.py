@@ -54,8 +54,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from bench import (FOREST_MODEL, WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL, log,
+from bench import (FOREST_MODEL, WIDE_CLASSES, WIDE_FEATURES, WIDE_MODEL, axes, log,
                    repository_to_serve, run_main)
 from bench.measure import (NOOP_APP, Load, UvicornServer, gunicorn_settings, machine_facts,
                            measure, start_gunicorn)
@@ -118,8 +119,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help='extra gunicorn flags for softserve and the no-op app, one string, '
                              'e.g. "--worker-class gthread --threads 4" (they override the '
                              'config file)')
+    parser.add_argument("--quick", action="store_true",
+                        default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
+                        help="a quick run for development: every scenario, sweep point and "
+                             "axis point, measured for 2 s after a 0.5 s warm-up, once, "
+                             "waiting at most 2 s for quiet (env BENCH_QUICK=1)")
+    parser.add_argument("--axes", default=os.environ.get("BENCH_AXES") or "all",
+                        help="how cost grows (issue 20): all, none, or a comma-separated list "
+                             "of: " + ", ".join(axes.AXES) + " (env BENCH_AXES)")
     parser.add_argument("--scenarios", default="all",
-                        help="all, single, batch, wide, forest, loop, or a comma-separated list "
+                        help="all, none, single, batch, wide, forest, loop, or a comma-separated "
+                             "list "
                              "of: "
                              + ", ".join(s.name for s in scenarios())
                              + " (noop: the no-op app; the baseline runs the ones it answers: "
@@ -166,6 +176,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("need --seconds >= 1, --sweep-seconds >= 1, --threads >= 1, "
                      "--connections >= --threads, --workers >= 1, --baseline-workers >= 1, "
                      "--repeat >= 1")
+    if args.quick:
+        args.seconds = args.sweep_seconds = 2.0
+        args.warmup, args.repeat = min(args.warmup, 0.5), 1
+        args.quiet_wait = min(args.quiet_wait, 2.0)
+    try:
+        args.axes = axes.select(args.axes)
+    except ValueError as exc:
+        parser.error(str(exc))
     known = {s.name for s in scenarios() if s.server == "softserve"}
     args.sweep_scenarios = [n.strip() for n in args.sweep_scenarios.split(",") if n.strip()]
     unknown = [n for n in args.sweep_scenarios if n not in known]
@@ -233,6 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.sweep_seconds:g} s, each after a {args.warmup:g} s warm-up: ~{estimate:.0f} s "
         "of load, plus training and start-up")
 
+    if not chosen and not sweep_names:
+        report = Report(started=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+                        machine=machine_facts(args.wrk), settings=_settings(args, {}, "-", None),
+                        command=_command(argv))
+        _measure_axes(report, args)
+        return finish(report, args)
     extra = shlex.split(args.gunicorn_args)
     started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     with tempfile.TemporaryDirectory(prefix="softserve-bench-") as tmp_name, \
@@ -309,25 +333,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         report = Report(
             started=started, machine=machine_facts(args.wrk), cold_start_s=softserve.ready_after,
-            settings={"workers": args.workers, "worker_class": worker_class,
-                      "gunicorn_threads": int(resolved.get("threads") or 1),
-                      "keepalive": resolved.get("keepalive"),
-                      "gunicorn_args": args.gunicorn_args, "control_socket": control_socket,
-                      "noop_worker_class": noop_class,
-                      "threads": args.threads, "connections": args.connections,
-                      "seconds": args.seconds, "warmup": args.warmup,
-                      "quiet_wait": args.quiet_wait, "nice": args.nice, "repeat": args.repeat,
-                      "sweep": ({"connections": args.sweep_connections,
-                                 "seconds": args.sweep_seconds, "scenarios": sweep_names}
-                                if sweep_plan else None),
-                      "baseline": ({"workers": args.baseline_workers,
-                                    "command": shlex.join(servers["baseline"].command[1:])}
-                                   if with_baseline else None)},
-            command=" ".join(
-                [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
-                 if k.startswith("BENCH_") and k != "BENCH_ARGS"]
-                + [shlex.join(["python", "-m", "bench",
-                               *(argv if argv is not None else sys.argv[1:])])]))
+            settings=_settings(args, resolved, worker_class, noop_class,
+                               control_socket=control_socket,
+                               sweep=({"connections": args.sweep_connections,
+                                       "seconds": args.sweep_seconds, "scenarios": sweep_names}
+                                      if sweep_plan else None),
+                               baseline=({"workers": args.baseline_workers,
+                                          "command": shlex.join(servers["baseline"].command[1:])}
+                                         if with_baseline else None)),
+            command=_command(argv))
         t0 = time.monotonic()
         for kind, runs, results in (("", plan, report.results),
                                     ("sweep ", sweep_plan, report.sweep)):
@@ -353,7 +367,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {"pid": pid, "start_kib": start_memory[name][pid].get("VmRSS", 0),
                  "end_kib": proc_status(pid).get("VmRSS", 0),
                  "peak_kib": proc_status(pid).get("VmHWM", 0)} for pid in pids[name]]
+    # The scenarios' servers are stopped: each axis starts its own.
+    _measure_axes(report, args)
     return finish(report, args)
+
+
+def _settings(args: argparse.Namespace, resolved: dict[str, str], worker_class: str,
+              noop_class: str | None, control_socket: str = "off",
+              sweep: dict[str, Any] | None = None,
+              baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"workers": args.workers, "worker_class": worker_class,
+            "gunicorn_threads": int(resolved.get("threads") or 1),
+            "keepalive": resolved.get("keepalive"),
+            "gunicorn_args": args.gunicorn_args, "control_socket": control_socket,
+            "noop_worker_class": noop_class,
+            "threads": args.threads, "connections": args.connections,
+            "seconds": args.seconds, "warmup": args.warmup,
+            "quiet_wait": args.quiet_wait, "nice": args.nice, "repeat": args.repeat,
+            "quick": args.quick, "axes": args.axes, "sweep": sweep, "baseline": baseline}
+
+
+def _command(argv: Sequence[str] | None) -> str:
+    return " ".join(
+        [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
+         if k.startswith("BENCH_") and k != "BENCH_ARGS"]
+        + [shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])])
+
+
+def _measure_axes(report: Report, args: argparse.Namespace) -> None:
+    """Each chosen axis in a temporary directory of its own; its figures go to the report."""
+    for name in args.axes:
+        t0 = time.monotonic()
+        log(f"axis {name}: {axes.module(name).TITLE}")
+        with tempfile.TemporaryDirectory(prefix=f"softserve-bench-{name}-") as tmp:
+            report.axes[name] = axes.module(name).measure(axes.context(args, Path(tmp)))
+        log(f"axis {name}: measured in {time.monotonic() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class Report:
     memory: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # server: workers
     sweep: list[Result] = field(default_factory=list)
     cold_start_s: float | None = None  # softserve: process start to /v2/health/ready answering
+    axes: dict[str, dict[str, Any]] = field(default_factory=dict)  # issue 20: bench.axes
 
     def result(self, name: str, server: str | None = None) -> Result | None:
         server = server or ("noop" if name == "noop" else "softserve")
@@ -169,7 +170,15 @@ def targets(report: Report) -> list[Target]:
         out.append(Target(what, goal_text,
                           f"{peak / 1e6:.1f} MB ({peak / 2**20:.1f} MiB), the highest VmHWM of "
                           f"{len(report.memory['softserve'])} workers", peak < TARGET_RSS_BYTES))
-    return out
+    return out + axes_targets(report)
+
+
+def axes_targets(report: Report) -> list[Target]:
+    """The targets of the axes measured in this run (issue 20), each axis's own."""
+    from bench import axes
+
+    return [t for name in axes.AXES if name in report.axes
+            for t in axes.module(name).targets(report.axes[name])]
 
 
 def _fmt(value: float, digits: int = 0) -> str:
@@ -313,7 +322,7 @@ def write_markdown(report: Report, path: Path, plot: Path | None) -> None:
     met = sum(t.met is True for t in items)
     measured = sum(t.met is not None for t in items)
     out += ["## Targets", "",
-            f"The targets of issues 7 and 14, each measured in this run: **{met} of {measured} "
+            f"The targets of issues 7, 14 and 20, each measured in this run: **{met} of {measured} "
             "met**"
             + (f" ({len(items) - measured} not measured)" if measured < len(items) else "")
             + ".", "", targets_table(items), "",
@@ -393,6 +402,11 @@ def write_markdown(report: Report, path: Path, plot: Path | None) -> None:
                 f"connections, wrk threads = min(2, connections), {sw.get('seconds', 0):g} s "
                 f"per point{_after_warmup(s['warmup'])}, softserve and the baseline "
                 "one after the other at each point.", "", sweep, ""]
+    from bench import axes
+    for name in axes.AXES:
+        if name in report.axes:
+            axis = axes.module(name)
+            out += [f"## {axis.TITLE}", "", *axis.markdown(report.axes[name]), ""]
     out += ["## Worker memory", "",
             "RSS of each worker process (the children of gunicorn's master; uvicorn's, without "
             "its multiprocessing resource tracker), from `/proc/<pid>/status`.", "",
@@ -435,22 +449,60 @@ SCENARIO_STYLES = {"predict-1": ("-", "o"), "v2-json-1": ("--", "s")}
 
 
 def write_plot(report: Report, path: Path) -> bool:
-    """req/s and p99 against connections (the sweep), softserve and the baseline.
+    """One figure: req/s and p99 against connections (the sweep, softserve and the baseline),
+    then each measured axis's panels (issue 20), two panels a row.
 
-    Returns False, writing nothing, if matplotlib is missing or there was no sweep.
+    Returns False, writing nothing, if matplotlib is missing or there is nothing to plot.
     """
-    if not report.sweep:
+    from bench import axes
+
+    drawn = [(name, axes.module(name)) for name in axes.AXES if name in report.axes]
+    drawn = [(name, axis) for name, axis in drawn if axis.PANELS]
+    panels = (2 if report.sweep else 0) + sum(axis.PANELS for _, axis in drawn)
+    if not panels:
         return False
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
     except ImportError:
         return False
+    rows = (panels + 1) // 2
+    fig, grid = plt.subplots(rows, 2, figsize=(12, 4.6 * rows + 0.8), squeeze=False)
+    flat = list(grid.flat)
+    busy = False
+    if report.sweep:
+        busy = _plot_sweep(report, flat[0], flat[1])
+        flat = flat[2:]
+    for name, axis in drawn:
+        axis.plot(flat[:axis.PANELS], report.axes[name])
+        flat = flat[axis.PANELS:]
+    for ax in flat:  # an odd number of panels
+        ax.set_visible(False)
+    s, m = report.settings, report.machine
+    base = s.get("baseline") or {}
+    fig.suptitle(
+        f"softserve ({s['workers']} gunicorn {s['worker_class']} workers)"
+        + (f" vs FastAPI + uvicorn ({base.get('workers')} workers)" if base else "")
+        + f"; wrk on the same {m['cores']} cores ({m['cpu']}), {report.started}"
+        + (" (--quick)" if s.get("quick") else ""), fontsize=10)
+    fig.tight_layout()
+    if busy:
+        fig.subplots_adjust(bottom=0.16 / rows)
+        fig.text(0.01, 0.005, f"hollow markers: other programs used >= {NOISY} cores during that "
+                 "point (its rate is low, its latency high); red: the point had errors",
+                 fontsize=8, color="#555555")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _plot_sweep(report: Report, rate_ax: Any, p99_ax: Any) -> bool:
+    """The concurrency sweep's two panels; True if a point was busy or had errors."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     connections = sorted({r.connections for r in report.sweep})
     names = list(dict.fromkeys(r.scenario for r in report.sweep))
-    fig, (rate_ax, p99_ax) = plt.subplots(1, 2, figsize=(12, 5.2))
     busy = False
     for server in ("softserve", "baseline"):
         for name in names:
@@ -495,23 +547,11 @@ def write_plot(report: Report, path: Path) -> bool:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
     rate_ax.legend(fontsize=8, loc="lower right")
-    s, m = report.settings, report.machine
-    base = s.get("baseline") or {}
-    fig.suptitle(
-        f"single-row requests: softserve ({s['workers']} gunicorn {s['worker_class']} workers)"
-        + (f" vs FastAPI + uvicorn ({base.get('workers')} workers)" if base else "")
-        + f"\nwrk on the same {m['cores']} cores ({m['cpu']}), "
-        f"{(s.get('sweep') or {}).get('seconds', 0):g} s per point, {report.started}",
-        fontsize=10)
-    fig.tight_layout()
-    if busy:
-        fig.subplots_adjust(bottom=0.16)
-        fig.text(0.01, 0.01, f"hollow markers: other programs used >= {NOISY} cores during that "
-                 "point (its rate is low, its latency high); red: the point had errors",
-                 fontsize=8, color="#555555")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    seconds = (report.settings.get("sweep") or {}).get("seconds", 0)
+    rate_ax.set_title(f"single rows: throughput (higher is better), {seconds:g} s a point",
+                      fontsize=10)
+    return busy
+
 
 def load_report(path: Path) -> Report:
     """A report saved by --json, to render again (older files too)."""
@@ -536,7 +576,7 @@ def finish(report: Report, args: argparse.Namespace) -> int:
     print()
     print(memory_table(report))
     items = targets(report)
-    print(f"\nsoftserve: {server_description(report)}\ntargets (issues 7 and 14), "
+    print(f"\nsoftserve: {server_description(report)}\ntargets (issues 7, 14 and 20), "
           f"{sum(t.met is True for t in items)} of {sum(t.met is not None for t in items)} met:")
     for t in items:
         print(f"  {t.verdict:>12}  {t.what} {t.goal}: {t.figure or '-'}")

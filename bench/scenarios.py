@@ -234,6 +234,7 @@ SCENARIO_GROUPS = {
     "forest": list(FOREST_SCENARIOS),
     # softserve's defaults (log off, drift on) against each loop setting
     "loop": ["predict-1", *LOOP_SCENARIOS],
+    "none": [],  # only the axes (--axes)
 }
 
 
