@@ -47,6 +47,10 @@ class Project:
                                         f"{_tail(result.stdout)}\n{_tail(result.stderr)}")
         return result
 
+    def lb_log(self) -> str:
+        """The load balancer's last lines: one per failed request or retry (haproxy.cfg)."""
+        return _tail(self.compose("logs", "--no-color", "--tail", "40", "lb").stdout)
+
     def running(self) -> list[str]:
         return self.compose("ps", "--quiet", "--status", "running", "serve").stdout.split()
 
@@ -111,7 +115,7 @@ def test_scaling_up_and_down_under_load_fails_no_request(project: Project) -> No
         load.wait_for(100)
     project.figures.append(f"scaling 2 -> 4 -> 1 -> 3 under load: {load.total()} requests, "
                            f"{len(load.failures)} failed")
-    assert not load.failures, load.failures[:5]
+    assert not load.failures, (load.failures[:5], project.lb_log())
     assert load.total() > 100
 
 
