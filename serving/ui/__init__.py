@@ -27,7 +27,8 @@ from serving.repository import ModelRepository
 from serving.routes import Handlers
 from serving.telemetry import Telemetry
 from serving.ui.charts import HEAT_LEVELS
-from serving.ui.views import FLOAT32_LIMIT, Figures, Views, compare_rows, fmt
+from serving.ui.views import (FLOAT32_LIMIT, Figures, Views, compare_defaults, compare_rows,
+                              fmt)
 
 _HERE = Path(__file__).parent
 ASSET_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -109,9 +110,10 @@ def handlers(repository: ModelRepository, telemetry: Telemetry | None) -> Handle
         if len(loaded) < 2 and (a is None or b is None):
             raise ModelNotFound(f"model {name!r} has {len(loaded)} loaded version(s): nothing "
                                 "to compare; name two with ?a=<version>&b=<version>")
-        # Default: the live version against the one before it.
-        b = loaded[0] if b is None else b
-        a = (loaded[1] if loaded[1] != b else loaded[0]) if a is None else a
+        defaults = compare_defaults(state)
+        if defaults is not None:  # else both are named (above)
+            a = defaults[0] if a is None else a
+            b = defaults[1] if b is None else b
         # 404 for a version not loaded, 503 with the reason for a broken one
         first, second = repository.get(name, str(a)), repository.get(name, str(b))
         figures = views.figures([name])

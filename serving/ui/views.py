@@ -151,6 +151,21 @@ class ModelView:
     details: list[VersionDetail] = field(default_factory=list)  # every loaded one, newest first
     drift: list[DriftTable] | None = None
     traffic: TrafficView | None = None
+    compare_with: int | None = None  # the compare form's default other version
+
+
+def compare_defaults(state: ModelState) -> tuple[int, int] | None:
+    """The versions a comparison shows unless told: (what is to replace the live version, the
+    live version): the canary, else the newest other loaded version (the one before, when the
+    live one is the latest). None with fewer than two loaded versions."""
+    loaded = sorted(state.loaded, reverse=True)
+    if len(loaded) < 2:
+        return None
+    live = int(state.serving.version) if state.serving is not None else loaded[0]
+    canary = state.traffic.canary if state.traffic is not None else None
+    if canary is not None and int(canary.version) != live:
+        return int(canary.version), live
+    return next(v for v in loaded if v != live), live
 
 
 # ----------------------------------------------------------------------- formatting helpers
@@ -668,6 +683,7 @@ class Views:
                                                                         reverse=True)]
             view.drift = feature_drift(state, drift, self.detail)
             view.traffic = traffic_view(state)
+            view.compare_with = (compare_defaults(state) or (None, None))[0]
         return view
 
     @staticmethod

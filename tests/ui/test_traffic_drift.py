@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,17 @@ def test_page_shows_aliases_shares_problems_and_production_as_live(server: Serve
     assert "live version 2" in index
 
 
+def test_compare_defaults_to_the_canary_against_production(server: Server) -> None:
+    html = send(server.port, "GET", f"/ui/models/{MODEL}/compare").body.decode()
+    assert re.findall(r'<h2 id="side\d-h">Version (\d+)</h2>', html) == ["3", "2"], html[:2000]
+    # the model page's compare form starts from the same two
+    form = re.search(r'<form class="compare".*?</form>', _page(server), re.S)
+    assert form and re.findall(r'<option value="(\d+)" selected>', form.group(0)) == ["3", "2"]
+    # naming one side keeps the other's default
+    html = send(server.port, "GET", f"/ui/models/{MODEL}/compare?a=4").body.decode()
+    assert re.findall(r'<h2 id="side\d-h">Version (\d+)</h2>', html) == ["4", "2"]
+
+
 def _infer(server: Server, version: int, rows: np.ndarray) -> None:
     for start in range(0, len(rows), 50):
         batch = rows[start:start + 50]
@@ -132,11 +144,20 @@ def test_drift_table_reads_the_shifted_feature_as_significant_with_the_metrics_p
     _infer(server, 2, rng.normal(0, 1, (600, F)) + SHIFT)  # production: the first one moved
     _infer(server, 3, rng.normal(0, 1, (300, F)))  # the canary: as trained
 
+    def scrape() -> dict[Any, float]:  # the drift series (a scrape counts itself elsewhere)
+        return {key: value for key, value in
+                parse_metrics(send(server.port, "GET", "/metrics").body.decode()).items()
+                if key[0].startswith("softserve_drift_")}
+
     def counted() -> dict[Any, float]:
-        metrics = parse_metrics(send(server.port, "GET", "/metrics").body.decode())
+        metrics = scrape()
         rows = {dict(labels)["version"]: value for (name, labels), value in metrics.items()
                 if name == "softserve_drift_rows_total" and dict(labels)["model"] == MODEL}
         assert rows == {"2": 600.0, "3": 300.0}, rows
+        # A worker's flush writes the row count and the bins one after the other: the figures
+        # are whole once two scrapes more than a flush interval (0.2 s) apart agree.
+        time.sleep(0.5)
+        assert scrape() == metrics
         return metrics
 
     metrics = wait_until(counted, timeout=20)
