@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.axes import Context, run_alone
-from bench.measure import Load, Result, measure_once, run_wrk, start_gunicorn
+from bench.measure import (NOISY, Load, Result, measure_once, run_wrk, start_gunicorn,
+                           wait_for_quiet)
 from bench.report import Target
 from bench.scenarios import Scenario, random_rows, v2_json_body
 from tests.support.server import Server
@@ -158,7 +159,8 @@ def settle(pids: list[int], port: int, limit: float = 5) -> None:
 
 
 def _args(ctx: Context) -> argparse.Namespace:
-    return argparse.Namespace(quiet_wait=ctx.quiet_wait, wrk=ctx.wrk, nice=ctx.nice)
+    # No quiet wait inside measure_once: the samples are timed from its start (waited before).
+    return argparse.Namespace(quiet_wait=0, wrk=ctx.wrk, nice=ctx.nice)
 
 
 def measure(ctx: Context) -> dict[str, Any]:
@@ -183,6 +185,11 @@ def measure(ctx: Context) -> dict[str, Any]:
                 run_wrk(ctx.wrk, server.url, chosen, ctx.warmup, load.threads, connections,
                         body_file, ctx.nice)
             settle(pids, server.port)  # the warm-up's connections are all closed
+            if ctx.quiet_wait > 0:
+                other = wait_for_quiet(ctx.quiet_wait)
+                if other >= NOISY:
+                    ctx.log(f"connections: other processes still use {other:.2f} cores; "
+                            "measuring anyway")
             ctx.log(f"connections: {connections} kept alive, {ctx.seconds:g} s")
             result: Result
             result, seen = run_sampled(
