@@ -29,9 +29,11 @@ from pathlib import Path
 import pytest
 
 from serving.http1 import CONTINUE
+from tests.support.net import wait_until
 from tests.support.server import Server, start_server
 from tests.reliability.conftest import (ROW, V2_ROW, RawResponse, assert_json_error,
-                                        http_request, parse_response, raw_exchange, start)
+                                        http_request, parse_response, raw_exchange, start,
+                                        wait_for_workers)
 from tests.serving.test_http1 import (EXPECT, LENIENT_CHUNKS, NEXT, TE, chunks, imported_alone,
                                       message)
 
@@ -523,6 +525,25 @@ def takers(accept_log: Path, socks: list[socket.socket]) -> list[int]:
     return [by_port[sock.getsockname()[1]] for sock in socks]
 
 
+def assert_spread(server: Server, accept_log: Path, pids: list[int]) -> None:
+    """8 connections held at once land at least 2 on each of ``pids`` (3 tries)."""
+    seen = []
+    for _ in range(3):
+        socks = []
+        try:
+            for _ in range(8):
+                socks.append(hold_connection(server.port))
+            taken = takers(accept_log, socks)
+        finally:
+            for sock in socks:
+                sock.close()
+        seen.append(sorted(taken.count(pid) for pid in pids))
+        if seen[-1][0] >= 2:
+            return
+        time.sleep(1)
+    raise AssertionError(f"connections per worker, per attempt: {seen}")
+
+
 @pytest.fixture(scope="module")
 def two_workers(iris_repository: Path,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
@@ -540,28 +561,12 @@ def two_workers(iris_repository: Path,
 def test_kept_alive_connections_spread_over_both_workers(
         two_workers: tuple[Server, Path]) -> None:
     """8 connections, one after the other, each kept open: the kernel hands each to whichever
-    worker asks first (without balancing, the same one, mostly: 8/0), but a worker holding
-    more than the other + 1 leaves it the next, so each holds at least 2 (3, unless a worker
-    was not scheduled for HEARTBEAT_STALE seconds and so not waited for: then try again)."""
+    worker asks first (without balancing, 8/0 or 7/1 in about 1 of 8 tries here), but a worker
+    holding more than the other + 1 leaves it the next, so each holds at least 2 (3, unless a
+    worker was not scheduled for HEARTBEAT_STALE seconds and so not waited for: try again).
+    That balancing is what makes the difference is the next test's point."""
     server, accept_log = two_workers
-    pids = set(server.worker_pids())
-    assert len(pids) == 2
-    seen = []
-    for _ in range(3):
-        socks = []
-        try:
-            for _ in range(8):
-                socks.append(hold_connection(server.port))
-            taken = takers(accept_log, socks)
-        finally:
-            for sock in socks:
-                sock.close()
-        counts = sorted(taken.count(pid) for pid in pids)
-        seen.append(counts)
-        if counts[0] >= 2:
-            break
-        time.sleep(1)  # the closed connections leave the workers' counts
-    assert seen[-1][0] >= 2, f"connections per worker, per attempt: {seen}"
+    assert_spread(server, accept_log, sorted(server.worker_pids()))
 
 
 def test_a_stuck_worker_is_not_waited_for_and_gets_the_next_connections_once_back(
@@ -599,3 +604,31 @@ def test_a_stuck_worker_is_not_waited_for_and_gets_the_next_connections_once_bac
         for sock in held:
             sock.close()
     assert seen[-1] >= 5, f"of 6 new connections, the resumed worker took {seen}"
+
+
+def test_replaced_workers_are_balanced_too(iris_repository: Path, tmp_path: Path) -> None:
+    """The shared counts outlive any worker: after a worker is SIGKILLed (its successor takes
+    its place on the board) and after HUP (every worker replaced while the old ones stop),
+    connections still spread over the workers that run."""
+    accept_log = tmp_path / "accepted.txt"
+    server = start(iris_repository, tmp_path, workers=2, hooks=True,
+                   env={"SOFTSERVE_TEST_ACCEPT_LOG": str(accept_log),
+                        "SOFTSERVE_ACCESS_LOG": "0", "GUNICORN_CMD_ARGS": "--keep-alive 60"})
+    try:
+        first = wait_for_workers(server, 2)
+        os.kill(first[0], signal.SIGKILL)
+        killed = wait_until(lambda: _replaced(server, first, 1), timeout=60)
+        assert_spread(server, accept_log, killed)
+        for _ in range(2):
+            before = wait_for_workers(server, 2)
+            server.process.send_signal(signal.SIGHUP)
+            after = wait_until(lambda b=before: _replaced(server, b, 2), timeout=60)
+            assert_spread(server, accept_log, after)
+    finally:
+        server.stop()
+
+
+def _replaced(server: Server, before: list[int], how_many: int) -> list[int]:
+    pids = wait_for_workers(server, 2, timeout=5)
+    assert len(set(pids) - set(before)) == how_many, (before, pids)
+    return pids
