@@ -291,6 +291,10 @@ def markdown(data: dict[str, Any]) -> list[str]:
             f"{p['p99_ms']:.2f} | {p['server_cpu_us_per_request']:.0f} | "
             f"{' / '.join(map(str, p['fds']))} | {' / '.join(map(str, p['held']))} | "
             f"{' / '.join(f'{kb / 1024:.0f}' for kb in p['rss_kb'])} | {errors} |")
+    lines += ["", "wrk opens all its connections at once, in every run: at 1,000 the p99 includes "
+                  "the first requests of connections still waiting in the listen backlog (the "
+                  "workers take them over about a second, each at most an eighth ahead of the "
+                  "other while they balance)."]
     idle = data.get("idle")
     if idle:
         lines += ["", f"Idle: {' / '.join(map(str, idle['fds']))} fds and "
