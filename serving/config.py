@@ -35,7 +35,7 @@ class Config:
     # begun, and may stall while taking its answer
     request_timeout: float = 10.0
     # softserve's gunicorn worker: a worker holding more kept-alive connections than the
-    # least loaded live worker + 1 (or + an eighth) leaves new ones to the others (worker.py)
+    # least loaded live worker + 1 (or + a quarter) leaves new ones to the others (worker.py)
     balance_connections: bool = True
     # The prediction log (serving/telemetry/prediction_log.py): a directory to write what was
     # served and the feedback received (None: off), the share of inferences logged, the size

@@ -24,7 +24,7 @@ only then runs the application, in the loop's own thread. So:
   default): every worker shares one listening socket, and the kernel hands a new connection to
   whichever worker is first to ask, so 4 connections could land 4/0 and stay there. Each worker
   publishes how many connections it holds in memory shared by the master's workers
-  (``_Board``); one that holds more than the fewest of any live worker + 1 (or + an eighth)
+  (``_Board``); one that holds more than the fewest of any live worker + 1 (or + a quarter)
   stops accepting until that is no longer so, and the others take the next connections. A
   worker whose loop has not turned for ``HEARTBEAT_STALE`` seconds (busy with a long request,
   stopping, dead) is not waited for, and the worker with the fewest always accepts, so no
@@ -81,11 +81,11 @@ SWEEP_SECONDS = 0.25  # how often deadlines are checked
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
 # Balancing connections over the workers (see the module docstring and _Board).
-# A worker accepts while it holds at most this many more than the fewest, or an eighth more:
+# A worker accepts while it holds at most this many more than the fewest, or a quarter more:
 # a worker's loop takes its connections' requests in turn, so the slack is how many it may take
 # per turn, and a fixed one would make 1,000 new connections wait for hundreds of turns.
 BALANCE_SLACK = 1
-BALANCE_SHIFT = 3
+BALANCE_SHIFT = 2
 BOARD_SLOTS = 256  # workers (alive at once, stopping ones included) the board can balance
 HEARTBEAT_STALE = 0.5  # a worker whose loop has not turned for this long is not waited for
 HELD_BACK_SECONDS = 0.05  # how soon a worker that leaves connections to others looks again
@@ -365,7 +365,7 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
 
     def _fair(self) -> bool:
         """Whether this worker may take the next connection: if it is not balanced, holds at
-        most BALANCE_SLACK connections, or at most BALANCE_SLACK (or an eighth of what it
+        most BALANCE_SLACK connections, or at most BALANCE_SLACK (or a quarter of what it
         holds) more than every other live worker on the board. Raises nothing."""
         held = len(self.conns)
         if held <= BALANCE_SLACK or not self.row:

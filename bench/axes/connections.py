@@ -293,7 +293,7 @@ def markdown(data: dict[str, Any]) -> list[str]:
             f"{' / '.join(f'{kb / 1024:.0f}' for kb in p['rss_kb'])} | {errors} |")
     lines += ["", "wrk opens all its connections at once, in every run: at 1,000 the p99 includes "
                   "the first requests of connections still waiting in the listen backlog (the "
-                  "workers take them over about a second, each at most an eighth ahead of the "
+                  "workers take them over about a second, each at most a quarter ahead of the "
                   "other while they balance)."]
     idle = data.get("idle")
     if idle:
@@ -321,7 +321,7 @@ def markdown(data: dict[str, Any]) -> list[str]:
         "Balancing (`SOFTSERVE_BALANCE_CONNECTIONS`, serving/worker.py): the workers share one "
         "listening socket and the kernel gives a new connection to whichever asks first; each "
         "worker publishes how many connections it holds in shared memory, and one holding more "
-        "than the fewest + 1 (or + an eighth) leaves the next ones to the others.",
+        "than the fewest + 1 (or + a quarter) leaves the next ones to the others.",
     ]
     return lines
 
