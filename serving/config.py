@@ -34,6 +34,9 @@ class Config:
     # softserve's gunicorn worker: how long a client may take to send a request once it has
     # begun, and may stall while taking its answer
     request_timeout: float = 10.0
+    # softserve's gunicorn worker: a worker holding more kept-alive connections than the
+    # least loaded live worker + 1 (or + a quarter) leaves new ones to the others (worker.py)
+    balance_connections: bool = True
     # The prediction log (serving/telemetry/prediction_log.py): a directory to write what was
     # served and the feedback received (None: off), the share of inferences logged, the size
     # at which a worker starts a new file, and the cap on the directory's total size.

@@ -20,6 +20,16 @@ only then runs the application, in the loop's own thread. So:
 - bytes held for unfinished requests are capped per worker (4 x ``SOFTSERVE_MAX_BODY_BYTES``);
   past it a new request is answered 503;
 - malformed HTTP is answered with a JSON error, like everything else;
+- kept-alive connections are balanced over the workers (``SOFTSERVE_BALANCE_CONNECTIONS``, on by
+  default): every worker shares one listening socket, and the kernel hands a new connection to
+  whichever worker is first to ask, so 4 connections could land 4/0 and stay there. Each worker
+  publishes how many connections it holds in memory shared by the master's workers
+  (``_Board``); one that holds more than the fewest of any live worker + 1 (or + a quarter)
+  stops accepting until that is no longer so, and the others take the next connections. A
+  worker whose loop has not turned for ``HEARTBEAT_STALE`` seconds (busy with a long request,
+  stopping, dead) is not waited for, and the worker with the fewest always accepts, so no
+  connection waits for a worker that cannot take it. Then a worker takes up to
+  ``ACCEPT_BATCH`` connections per event; with balancing off, one per event, as before;
 - empty lines before a request (a stray CRLF, e.g. after a POST body) are ignored (RFC 9112
   2.2): they neither start the request timer nor keep an idle connection open longer;
 - a connection closed after an answer (an error, ``Connection: close``) is not simply closed:
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 import errno
 import io
+import mmap
 import os
 import selectors
 import socket
@@ -69,6 +80,16 @@ SWEEP_SECONDS = 0.25  # how often deadlines are checked
 # for this long at most, and this many bytes at most (or the largest body allowed, if more).
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
+# Balancing connections over the workers (see the module docstring and _Board).
+# A worker accepts while it holds at most this many more than the fewest, or a quarter more:
+# a worker's loop takes its connections' requests in turn, so the slack is how many it may take
+# per turn, and a fixed one would make 1,000 new connections wait for hundreds of turns.
+BALANCE_SLACK = 1
+BALANCE_SHIFT = 2
+BOARD_SLOTS = 256  # workers (alive at once, stopping ones included) the board can balance
+HEARTBEAT_STALE = 0.5  # a worker whose loop has not turned for this long is not waited for
+HELD_BACK_SECONDS = 0.05  # how soon a worker that leaves connections to others looks again
+ACCEPT_BATCH = 64  # connections taken per listener event at most (balancing on)
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -113,6 +134,47 @@ class _Conn:
         self.linger: int | None = None  # answered and half-closed: bytes still to drop
 
 
+class _Board:
+    """How many connections each worker of one master holds, in memory every worker shares.
+
+    Made in the master before its first fork (gunicorn builds each worker object there, then
+    forks), so every worker maps the same anonymous shared pages. Cell 0 is the number of slots
+    ever assigned; slot ``i`` is the three cells from ``3 * (i + 1)``: pid, connections held,
+    heartbeat (milliseconds of the machine's monotonic clock; 0: gone). Plain 8-byte stores
+    and loads, no lock: a reader may see a figure one event old, which makes the balance
+    approximate, never stuck (the worker with the fewest connections always accepts).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.cells = memoryview(mmap.mmap(-1, (slots + 1) * 3 * 8)).cast("q")
+        self.owners: dict[int, Any] = {}  # in the master: slot -> the worker object given it
+
+    def assign(self, worker: Any) -> int:
+        """A free slot for a worker about to be forked (in the master): one never given, or
+        whose worker has exited. -1 if there is none (that worker is not balanced)."""
+        for slot in range(self.slots):
+            owner = self.owners.get(slot)
+            if owner is None or not _alive(owner.pid):
+                self.owners[slot] = worker
+                self.cells[0] = max(self.cells[0], slot + 1)
+                return slot
+        return -1
+
+
+def _alive(pid: Any) -> bool:
+    """Whether a worker's process still exists ("[booting]": not forked yet, so yes)."""
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _parse_error_status(exc: Exception) -> int:
     """The status for a request gunicorn's parser refused with ``exc``. Raises nothing."""
     if isinstance(exc, LimitRequestLine):
@@ -130,6 +192,14 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
     """See the module docstring."""
 
     alive: bool  # gunicorn's Worker: False once the worker is to stop
+    board: _Board | None = None  # made by the first worker object built in the master
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # In the master, before the fork: the board made here is the one every worker shares.
+        if BufferingWorker.board is None:
+            BufferingWorker.board = _Board(BOARD_SLOTS)
+        self.slot = BufferingWorker.board.assign(self)
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
@@ -151,6 +221,15 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
         self.conns: dict[int, _Conn] = {}
         self.selector = selectors.DefaultSelector()
         self.accepting = False
+        # Where this worker's figures are on the board; 0: not balanced.
+        self.row = 0
+        board = BufferingWorker.board
+        if settings.balance_connections and board is not None and getattr(self, "slot", -1) >= 0:
+            self.cells = board.cells
+            self.row = 3 * (self.slot + 1)
+            self.cells[self.row] = os.getpid()
+            self.cells[self.row + 1] = 0
+            self.cells[self.row + 2] = int(time.monotonic() * 1000)
         super().init_process()
 
     # ------------------------------------------------------------------------------ the loop
@@ -162,14 +241,17 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
         next_sweep = next_notify = 0.0
         while self.alive:
             now = time.monotonic()
+            if self.row:
+                self.cells[self.row + 2] = int(now * 1000)
             if now >= next_notify:
                 self.notify()
                 next_notify = now + 1.0
                 if not self.is_parent_alive():
                     break
-            self._set_accepting(len(self.conns) < self.cfg.worker_connections)
+            fair = self._fair()
+            self._set_accepting(fair and len(self.conns) < self.cfg.worker_connections)
             self.flush_log()
-            self._dispatch(self.selector.select(SWEEP_SECONDS))
+            self._dispatch(self.selector.select(SWEEP_SECONDS if fair else HELD_BACK_SECONDS))
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep(now)
@@ -190,6 +272,8 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
         connections are still taken. Then the worker takes what is left in the listen backlog
         and closes its listener at once: connections still queued when the last process closes
         it would be reset by the kernel, while later ones are refused cleanly."""
+        if self.row:  # a stopping worker is not waited for: the others take what comes
+            self.cells[self.row + 2] = 0
         now = time.monotonic()
         linger_until = now + STOP_LINGER
         give_up = now + self.cfg.graceful_timeout
@@ -255,7 +339,13 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
                 else:
                     self._read(data)
             elif self.accepting:
-                self._accept(data)
+                if not self.row:
+                    self._accept(data)
+                    continue
+                for _ in range(ACCEPT_BATCH):
+                    if not (self._accept(data) and self._fair()
+                            and len(self.conns) < self.cfg.worker_connections):
+                        break
 
     def _sweep(self, now: float) -> None:
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
@@ -273,10 +363,25 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
 
     # ----------------------------------------------------------------------- connections
 
+    def _fair(self) -> bool:
+        """Whether this worker may take the next connection: if it is not balanced, holds at
+        most BALANCE_SLACK connections, or at most BALANCE_SLACK (or a quarter of what it
+        holds) more than every other live worker on the board. Raises nothing."""
+        held = len(self.conns)
+        if held <= BALANCE_SLACK or not self.row:
+            return True
+        cells = self.cells
+        fresh = int(time.monotonic() * 1000) - int(HEARTBEAT_STALE * 1000)
+        # Another live worker holding fewer than this: leave it the next connection.
+        fewest = held - max(BALANCE_SLACK, held >> BALANCE_SHIFT)
+        for row in range(3, 3 * cells[0] + 3, 3):
+            if cells[row + 1] < fewest and cells[row + 2] > fresh and row != self.row:
+                return False
+        return True
+
     def _accept(self, listener: socket.socket) -> bool:
-        """Take one connection, if there is one. One per event: a worker busy with a request is
-        not in select(), so the others take the next connections, and kept-alive connections
-        spread over the workers."""
+        """Take one connection, if there is one. Without balancing, one per event: a worker
+        busy with a request is not in select(), so the others take the next connections."""
         try:
             sock, addr = listener.accept()
         except OSError as exc:
@@ -288,6 +393,8 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
         conn.deadline = time.monotonic() + self._idle_seconds()
         self.conns[sock.fileno()] = conn
         self.selector.register(sock, _READ, conn)
+        if self.row:
+            self.cells[self.row + 1] = len(self.conns)
         return True
 
     def _idle_seconds(self) -> float:
@@ -297,6 +404,8 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]  # gunicorn ships no t
     def _close(self, conn: _Conn) -> None:
         if self.conns.pop(conn.sock.fileno(), None) is None:
             return
+        if self.row:
+            self.cells[self.row + 1] = len(self.conns)
         self.buffered -= len(conn.buf)
         try:
             self.selector.unregister(conn.sock)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import select
+import signal
 import socket
 import time
 from collections.abc import Iterable, Iterator
@@ -27,9 +29,11 @@ from pathlib import Path
 import pytest
 
 from serving.http1 import CONTINUE
+from tests.support.net import wait_until
 from tests.support.server import Server, start_server
 from tests.reliability.conftest import (ROW, V2_ROW, RawResponse, assert_json_error,
-                                        http_request, parse_response, raw_exchange)
+                                        http_request, parse_response, raw_exchange, start,
+                                        wait_for_workers)
 from tests.serving.test_http1 import (EXPECT, LENIENT_CHUNKS, NEXT, TE, chunks, imported_alone,
                                       message)
 
@@ -485,3 +489,146 @@ def test_a_503_for_too_many_unfinished_requests_reaches_a_client_still_sending(
     assert answer.status == 503, answer
     assert answer.error is None, answer.error
     assert_json_error(answer.status, answer.body, answer.headers)
+
+
+# --------------------------------------------------------- kept-alive connections over workers
+
+LIVE_REQUEST = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def hold_connection(port: int) -> socket.socket:
+    """A new connection, once a worker has taken it and answered one request on it (so it is
+    counted before the next one arrives); kept alive and open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        sock.sendall(LIVE_REQUEST)
+        head = recv_head(sock)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        body = b""
+        while len(body) < len(LIVE):
+            chunk = sock.recv(len(LIVE) - len(body))
+            assert chunk, "closed before the answer's body"
+            body += chunk
+        assert body == LIVE
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def takers(accept_log: Path, socks: list[socket.socket]) -> list[int]:
+    """The pid of the worker that accepted each connection (the accept hook's log)."""
+    by_port = {}
+    for line in accept_log.read_text().splitlines():
+        pid, port = line.split()
+        by_port[int(port)] = int(pid)
+    return [by_port[sock.getsockname()[1]] for sock in socks]
+
+
+def assert_spread(server: Server, accept_log: Path, pids: list[int]) -> None:
+    """8 connections held at once land at least 2 on each of ``pids`` (3 tries)."""
+    seen = []
+    for _ in range(3):
+        socks = []
+        try:
+            for _ in range(8):
+                socks.append(hold_connection(server.port))
+            taken = takers(accept_log, socks)
+        finally:
+            for sock in socks:
+                sock.close()
+        seen.append(sorted(taken.count(pid) for pid in pids))
+        if seen[-1][0] >= 2:
+            return
+        time.sleep(1)
+    raise AssertionError(f"connections per worker, per attempt: {seen}")
+
+
+@pytest.fixture(scope="module")
+def two_workers(iris_repository: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    """Two workers (balancing connections, the default), logging which connections each
+    accepted (tests/reliability/hooks); idle connections kept for 60 s."""
+    logs = tmp_path_factory.mktemp("balance")
+    accept_log = logs / "accepted.txt"
+    srv = start(iris_repository, logs, workers=2, hooks=True,
+                env={"SOFTSERVE_TEST_ACCEPT_LOG": str(accept_log), "SOFTSERVE_ACCESS_LOG": "0",
+                     "GUNICORN_CMD_ARGS": "--keep-alive 60"})
+    yield srv, accept_log
+    assert srv.stop() == 0, srv.log()
+
+
+def test_kept_alive_connections_spread_over_both_workers(
+        two_workers: tuple[Server, Path]) -> None:
+    """8 connections, one after the other, each kept open: the kernel hands each to whichever
+    worker asks first (without balancing, 8/0 or 7/1 in about 1 of 8 tries here), but a worker
+    holding more than the other + 1 leaves it the next, so each holds at least 2 (3, unless a
+    worker was not scheduled for HEARTBEAT_STALE seconds and so not waited for: try again).
+    That balancing is what makes the difference is the next test's point."""
+    server, accept_log = two_workers
+    assert_spread(server, accept_log, sorted(server.worker_pids()))
+
+
+def test_a_stuck_worker_is_not_waited_for_and_gets_the_next_connections_once_back(
+        two_workers: tuple[Server, Path]) -> None:
+    """One worker stopped (SIGSTOP: as if stuck in a long request): the other takes all of 6
+    new connections (after HEARTBEAT_STALE seconds at most; none is left in the backlog).
+    Resumed, holding none against the other's 6, it takes at least 5 of the next 6 (without
+    balancing, about half of them)."""
+    server, accept_log = two_workers
+    time.sleep(1)  # the previous tests' connections are closed and uncounted
+    stuck, running = sorted(server.worker_pids())
+    held: list[socket.socket] = []
+    seen = []
+    try:
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            for _ in range(6):
+                held.append(hold_connection(server.port))
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        assert takers(accept_log, held) == [running] * 6
+        for _ in range(3):
+            time.sleep(0.5)  # the resumed worker is back in its loop; closed ones uncounted
+            more = []
+            try:
+                for _ in range(6):
+                    more.append(hold_connection(server.port))
+                seen.append(takers(accept_log, more).count(stuck))
+            finally:
+                for sock in more:
+                    sock.close()
+            if seen[-1] >= 5:
+                break
+    finally:
+        for sock in held:
+            sock.close()
+    assert seen[-1] >= 5, f"of 6 new connections, the resumed worker took {seen}"
+
+
+def test_replaced_workers_are_balanced_too(iris_repository: Path, tmp_path: Path) -> None:
+    """The shared counts outlive any worker: after a worker is SIGKILLed (its successor takes
+    its place on the board) and after HUP (every worker replaced while the old ones stop),
+    connections still spread over the workers that run."""
+    accept_log = tmp_path / "accepted.txt"
+    server = start(iris_repository, tmp_path, workers=2, hooks=True,
+                   env={"SOFTSERVE_TEST_ACCEPT_LOG": str(accept_log),
+                        "SOFTSERVE_ACCESS_LOG": "0", "GUNICORN_CMD_ARGS": "--keep-alive 60"})
+    try:
+        first = wait_for_workers(server, 2)
+        os.kill(first[0], signal.SIGKILL)
+        killed = wait_until(lambda: _replaced(server, first, 1), timeout=60)
+        assert_spread(server, accept_log, killed)
+        for _ in range(2):
+            before = wait_for_workers(server, 2)
+            server.process.send_signal(signal.SIGHUP)
+            after = wait_until(lambda b=before: _replaced(server, b, 2), timeout=60)
+            assert_spread(server, accept_log, after)
+    finally:
+        server.stop()
+
+
+def _replaced(server: Server, before: list[int], how_many: int) -> list[int]:
+    pids = wait_for_workers(server, 2, timeout=5)
+    assert len(set(pids) - set(before)) == how_many, (before, pids)
+    return pids
