@@ -49,6 +49,41 @@ def _fingerprint(path: Path) -> Fingerprint | None:
         return None
 
 
+# Issue 20: with 100 models of 10 version directories each, a scan that lists every model
+# directory and stats every kept version's files cost ~10-15 ms of CPU per worker per poll (0.5 %
+# of a core each at the 2 s poll). A model's directory changes (mtime and ctime) whenever a
+# version, traffic.json or config.pbtxt is added, renamed or removed there, as every publish,
+# retire, restore and policy write does; traffic.json may also be edited in place, so it has
+# its own stat. When both are as the last full look at the model saw them, its state is kept
+# without listing or stating anything else: two stats a model. File times are coarse (a kernel
+# tick), so a directory changed less than RACY_SECONDS before it was looked at may change again
+# with the same times: it is not trusted, and looked at in full again next poll. A version's
+# own files written in place change neither: a refused version's files are stat'ed every poll
+# (one copied in place is refused while incomplete, loaded once complete), and every
+# FULL_SCAN_EVERY-th scan (30 s at the default poll) looks at everything.
+RACY_SECONDS = 1.0
+FULL_SCAN_EVERY = 15
+
+
+def _model_fingerprint(model_dir: Path) -> tuple[Fingerprint, bool] | None:
+    """(what identifies the model directory's listing and its traffic.json, whether that can be
+    trusted to change with them), or None if the directory cannot be stat'ed."""
+    try:
+        st = os.stat(model_dir)
+    except OSError:
+        return None
+    parts = [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+    try:
+        policy = os.stat(model_dir / POLICY_FILE)
+        parts += [policy.st_ino, policy.st_size, policy.st_mtime_ns, policy.st_ctime_ns]
+        newest = max(st.st_mtime_ns, st.st_ctime_ns, policy.st_mtime_ns, policy.st_ctime_ns)
+    except FileNotFoundError:
+        newest = max(st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        return None
+    return tuple(parts), time.time_ns() - newest > RACY_SECONDS * 1e9
+
+
 # Issue 12: requests did not stall on a load itself but on the garbage collection it set off.
 # A load holds the GIL only briefly (bench/switch.py --in-process, 2-vCPU VM: json.loads of the
 # 106 kB metadata 0.6-1.2 ms, InferenceSession creation ~0.5 ms — onnxruntime 1.32 holds the GIL
@@ -159,6 +194,10 @@ class _Cache:
     # model -> (traffic.json's fingerprint, the last good policy); and the problems logged
     policies: dict[str, tuple[Fingerprint | None, Policy]] = field(default_factory=dict)
     policy_problems: dict[str, set[str]] = field(default_factory=dict)
+    # model -> its directory's fingerprint at the last full look, when it can be trusted
+    models: dict[str, Fingerprint] = field(default_factory=dict)
+    scans: int = 0
+    versions_loaded: dict[str, int] = field(default_factory=dict)  # as last reported
 
 
 class ModelRepository:
@@ -336,27 +375,58 @@ class ModelRepository:
                 # again when the models change, or while undecided (e.g. its directory was
                 # unreadable when this worker started).
                 self.predict_model = modelrepo.predict_model(self.root, self.default_model)
-            self._models = {name: self._scan_model(name) for name in names}
+            self._cache.scans += 1
+            full = self._cache.scans % FULL_SCAN_EVERY == 0
+            self._models = {name: self._scan_model(name, full) for name in names}
             if self.telemetry is not None:
                 counts = {k[0]: 0 for k in self._cache.loaded}  # models gone report 0
                 counts.update({n: len(m.loaded) for n, m in self._models.items()})
-                self.telemetry.versions_loaded(counts)
+                if counts != self._cache.versions_loaded:  # 100 gauges a poll otherwise
+                    self.telemetry.versions_loaded(counts)
+                    self._cache.versions_loaded = counts
             for cache in (self._cache.loaded, self._cache.broken):
                 for key in [k for k in cache if k[0] not in self._models]:
                     del cache[key]
             for gone in set(self._cache.policies) - set(self._models):
                 del self._cache.policies[gone]
+            for gone in set(self._cache.models) - set(self._models):
+                del self._cache.models[gone]
             self._scanned = True
 
-    def _scan_model(self, name: str) -> ModelState:
+    def _scan_model(self, name: str, full: bool = True) -> ModelState:
+        """The model's state: the last one if its directory and traffic.json are unchanged
+        since the last full look (and ``full`` is False), else looked at in full."""
         model_dir = self.root / name
+        seen = _model_fingerprint(model_dir)  # before the listing: a change after it shows
+        previous = self._models.get(name)
+        if (not full and seen is not None and previous is not None
+                and self._cache.models.get(name) == seen[0]
+                and not self._broken_changed(name, model_dir, previous)):
+            return previous
+        self._cache.models.pop(name, None)
+        state, listed = self._scan_model_fully(name, model_dir)
+        if listed and seen is not None and seen[1]:
+            self._cache.models[name] = seen[0]
+        return state
+
+    def _broken_changed(self, name: str, model_dir: Path, state: ModelState) -> bool:
+        """Whether a refused version's files changed: one written in place (not staged and
+        renamed) is refused while incomplete, and must be looked at again once complete."""
+        for number in state.broken:
+            seen = self._cache.broken.get((name, number))
+            if seen is None or seen[0] != _fingerprint(model_dir / str(number)):
+                return True
+        return False
+
+    def _scan_model_fully(self, name: str, model_dir: Path) -> tuple[ModelState, bool]:
+        """(the model's state, whether its directory could be listed)."""
         try:
             on_disk = modelrepo.version_dirs(model_dir)
         except OSError as exc:
             # An unreadable model directory: keep serving what this worker has, boot with none.
             log.warning("cannot list model %s: %s; keeping what is loaded", name, exc,
                         extra={"model": name, "reason": str(exc)})
-            return self._models.get(name) or ModelState(name, {}, {}, ())
+            return self._models.get(name) or ModelState(name, {}, {}, ()), False
         policy = self._policy(name, model_dir)
         named = policy.named_versions()
         loaded: dict[int, LoadedModel] = {}
@@ -410,7 +480,7 @@ class ModelRepository:
         for key in [k for k in self._cache.broken if k[0] == name and k[1] not in on_disk]:
             del self._cache.broken[key]
         return self._apply_policy(name, policy, dict(sorted(loaded.items())), broken,
-                                  tuple(sorted(on_disk)))
+                                  tuple(sorted(on_disk))), True
 
     def _policy(self, name: str, model_dir: Path) -> Policy:
         """The model's traffic policy: re-read only when traffic.json's fingerprint changed; a
