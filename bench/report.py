@@ -124,7 +124,10 @@ def _busy_note(r: Result) -> str:
 
 
 def targets(report: Report) -> list[Target]:
-    """The issue's targets, each with its figure from this run and whether it is met."""
+    """The issue's targets, each with its figure from this run and whether it is met (only
+    the axes' when no scenario ran: ``--scenarios none``)."""
+    if not report.results and not report.sweep:
+        return axes_targets(report)
     out: list[Target] = []
     for ceiling, server, goal in (("noop", "noop", TARGET_OF_NOOP),
                                   (None, "baseline", TARGET_OF_BASELINE)):
@@ -568,13 +571,15 @@ def load_report(path: Path) -> Report:
 
 def finish(report: Report, args: argparse.Namespace) -> int:
     """Print the tables and the targets, write the JSON and the docs; 1 if any run had errors."""
-    print(results_table(report.results))
+    if report.results:
+        print(results_table(report.results))
     for table in (ceilings_table(report), baseline_table(report), sweep_table(report)):
         if table:
             print()
             print(table)
-    print()
-    print(memory_table(report))
+    if report.memory:
+        print()
+        print(memory_table(report))
     items = targets(report)
     print(f"\nsoftserve: {server_description(report)}\ntargets (issues 7, 14 and 20), "
           f"{sum(t.met is True for t in items)} of {sum(t.met is not None for t in items)} met:")
