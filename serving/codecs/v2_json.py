@@ -7,7 +7,6 @@ classification extension; the response lists them, as JSON ``"data"`` or binary.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,19 +17,24 @@ import orjson
 from modelrepo import CLASS, INPUT_NAME, PROBABILITIES
 from serving.errors import JSON_CONTENT_TYPE
 from serving.codecs.checks import (
+    BIG_BODY,
+    PLACEHOLDER,
     _INPUT,
     _SMALL_VALUES,
     INPUT_DATATYPES,
     V2_DATATYPES,
     ModelShape,
+    _chunked_numbers,
     _first_out_of_float32,
     _holds_booleans,
     _json_kind,
+    _list_span,
     _load_json,
     _show,
     _small_float32,
     _to_float32,
     _value_problem,
+    without_list,
 )
 from serving.codecs.v2_binary import (
     BINARY_CONTENT_TYPE,
@@ -122,13 +126,14 @@ def decode_infer(body: bytes, header_length: int | None, shape: ModelShape,
         else ""
     )
     example = shape.infer_example
-    # A big JSON body's flat "data" is read apart from the rest (see _data_span), so that its
+    # A big JSON body's flat "data" is read apart from the rest (see _list_span), so that its
     # values never all exist as Python floats at once; anything unusual takes the full parse.
-    span = _data_span(body) if header_length is None and len(body) >= _BIG_BODY else None
+    span = _list_span(body, b'"data"') if header_length is None and len(body) >= BIG_BODY \
+        else None
     doc = _MISSING
     if span is not None:
         try:
-            doc = orjson.loads(b"".join((body[:span[0]], _PLACEHOLDER_JSON, body[span[1]:])))
+            doc = orjson.loads(without_list(body, span))
         except orjson.JSONDecodeError:
             span = None  # the full parse below says what is wrong, and where
     if doc is _MISSING:
@@ -218,86 +223,13 @@ def decode_infer(body: bytes, header_length: int | None, shape: ModelShape,
             )
         data = tensor["data"]
         chunked = None
-        if span is not None and type(data) is str and data == _PLACEHOLDER:
+        if span is not None and type(data) is str and data == PLACEHOLDER:
             if datatype in ("FP32", "FP64"):
-                chunked = _flat_numbers(body, span, rows, shape)
+                chunked = _chunked_numbers(body, span, shape.n_features, rows, False)
             if chunked is None:  # something to word: the values as the full parse reads them
                 data = _load_json(body, what, example)["inputs"][0]["data"]
         array = chunked if chunked is not None else _json_input(data, rows, datatype, shape)
     return InferRequest(request_id, array, outputs)
-
-
-# From this size up, a JSON body's "data" is read in chunks (_data_span, _flat_numbers).
-_BIG_BODY = 256 * 1024
-_CHUNK_BYTES = 64 * 1024
-# Stands for the "data" list cut out of a big body; no client sends it (it holds a random part).
-_PLACEHOLDER = f"softserve-data-{uuid.uuid4().hex}"
-_PLACEHOLDER_JSON = orjson.dumps(_PLACEHOLDER)
-_JSON_SPACE = b" \t\r\n"
-# None of these in a flat list of JSON numbers: strings, nesting, objects, true, false, null
-# (and NaN, Infinity, which are not JSON).
-_NOT_NUMBERS = (b'"', b"[", b"{", b"t", b"f", b"n", b"N", b"I")
-
-
-def _data_span(body: bytes) -> tuple[int, int] | None:
-    """Where the flat list of ``"data"`` lies in a JSON body (from its ``[`` to just after its
-    ``]``), if the body holds the key ``"data"`` exactly once; else None.
-
-    Only a key can be followed by a colon, and ``"data"`` cannot lie inside a string (its
-    closing quote would end the string), so the list found is the value of the one key named
-    data (or of a key ending in an escaped quote and data, which the caller's check that the
-    input's "data" is the placeholder tells apart). Nested lists are left to the full parse.
-    """
-    at = body.find(b'"data"')
-    if at < 0 or body.find(b'"data"', at + 6) >= 0:
-        return None
-    i, n = at + 6, len(body)
-    while i < n and body[i] in _JSON_SPACE:
-        i += 1
-    if i >= n or body[i] != 0x3A:  # ":"
-        return None
-    i += 1
-    while i < n and body[i] in _JSON_SPACE:
-        i += 1
-    if i >= n or body[i] != 0x5B:  # "["
-        return None
-    end = body.find(b"]", i)
-    return None if end < 0 else (i, end + 1)
-
-
-def _flat_numbers(body: bytes, span: tuple[int, int], rows: int,
-                  shape: ModelShape) -> np.ndarray | None:
-    """The (rows, F) float32 input from the flat list of numbers ``body[span[0]:span[1]]``,
-    parsed a chunk at a time straight into the array; None if the list is anything but
-    exactly rows × F finite JSON numbers within float32's range (the caller then reads it the
-    usual way, which words the problem)."""
-    count = rows * shape.n_features
-    out = np.empty(count, dtype=np.float32)
-    start, end = span[0] + 1, span[1] - 1  # inside the brackets
-    filled = 0
-    while start < end:
-        cut = body.find(b",", min(start + _CHUNK_BYTES, end), end)
-        stop = end if cut < 0 else cut
-        chunk = body[start:stop]
-        if any(mark in chunk for mark in _NOT_NUMBERS):
-            return None
-        try:
-            values = orjson.loads(b"[" + chunk + b"]")
-        except orjson.JSONDecodeError:
-            return None
-        if not values or filled + len(values) > count:
-            return None
-        part = np.array(values)
-        if part.dtype.kind not in "fi" or _first_out_of_float32(part) is not None:
-            return None  # booleans and strings cannot get here; huge integers can
-        out[filled:filled + len(values)] = part
-        filled += len(values)
-        if stop == end - 1:  # a comma right before "]": not JSON
-            return None
-        start = stop + 1
-    if filled != count:
-        return None
-    return out.reshape(rows, shape.n_features)
 
 
 def _check_shape(tensor_shape: Any, shape: ModelShape, max_rows: int) -> int:

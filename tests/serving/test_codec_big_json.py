@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.codecs import ModelShape, decode_infer, v2_json
+from serving.codecs import ModelShape, checks, decode_infer, decode_instances, instances, v2_json
 from serving.errors import SoftserveError
 from tests.support.models import feature_names, publish_linear_model
 from tests.support.processes import proc_status
@@ -55,14 +55,14 @@ def _outcome(body: bytes, shape: ModelShape = SHAPE) -> tuple[str, object]:
 def _full_parse(body: bytes, shape: ModelShape, monkeypatch: pytest.MonkeyPatch
                 ) -> tuple[str, object]:
     with monkeypatch.context() as patch:
-        patch.setattr(v2_json, "_BIG_BODY", len(body) + 1)  # below the threshold: full parse
+        patch.setattr(v2_json, "BIG_BODY", len(body) + 1)  # below the threshold: full parse
         return _outcome(body, shape)
 
 
 def test_a_big_body_is_read_by_chunks() -> None:
     body = _body(_text(_numbers()))
-    assert len(body) > v2_json._BIG_BODY > v2_json._CHUNK_BYTES
-    assert v2_json._data_span(body) is not None
+    assert len(body) > checks.BIG_BODY > checks.CHUNK_BYTES
+    assert checks._list_span(body, b'"data"') is not None
     request = decode_infer(body, None, SHAPE, 100_000)
     expected = _values().astype(np.float32)
     assert request.inputs.dtype == np.float32 and request.inputs.flags.c_contiguous
@@ -106,14 +106,14 @@ def _cases() -> dict[str, tuple[bytes, ModelShape]]:
         _body(_text(good), extra=b',"parameters":{"binary_data_size":4}'), SHAPE)
     out["not UTF-8 after the data"] = (_body(_text(good), extra=b',"x":"\xff"'), SHAPE)
     out["the placeholder itself"] = (
-        _body(_text(good)).replace(b'"big"', orjson.dumps(v2_json._PLACEHOLDER)), SHAPE)
+        _body(_text(good)).replace(b'"big"', orjson.dumps(checks.PLACEHOLDER)), SHAPE)
     return out
 
 
 @pytest.mark.parametrize("case", sorted(_cases()))
 def test_the_answer_is_the_full_parse_s(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     body, shape = _cases()[case]
-    assert len(body) > v2_json._BIG_BODY
+    assert len(body) > checks.BIG_BODY
     assert _outcome(body, shape) == _full_parse(body, shape, monkeypatch)
 
 
@@ -126,19 +126,91 @@ def test_every_bad_case_is_refused_with_a_400() -> None:
         assert kind == ("ok" if name in good else "BadRequest"), (name, kind)
 
 
+def _instances(rows: list[bytes], extra: bytes = b"") -> bytes:
+    return b'{"instances":[' + b",".join(rows) + b"]" + extra + b"}"
+
+
+def _predict_outcome(body: bytes, shape: ModelShape, max_rows: int) -> tuple[str, object]:
+    try:
+        array = decode_instances(body, shape, max_rows)
+    except SoftserveError as exc:
+        return type(exc).__name__, str(exc)
+    return "ok", (array.shape, array.dtype.str, array.flags.c_contiguous, array.tobytes())
+
+
+def _instances_cases() -> dict[str, tuple[bytes, ModelShape, int]]:
+    good = _numbers()
+    rows = [b"[" + _text(good[i * F:(i + 1) * F]) + b"]" for i in range(ROWS)]
+    short = b"[" + _text(good[:F - 1]) + b"]"
+    return {
+        "rows of numbers": (_instances(rows), SHAPE, 100_000),
+        "spaces in rows": (_instances([r.replace(b",", b", ") for r in rows]), SHAPE, 100_000),
+        "spaces between rows": (b'{"instances":[' + b", ".join(rows) + b"]}", SHAPE, 100_000),
+        "a short row": (_instances([*rows[:-1], short]), SHAPE, 100_000),
+        "a long row": (_instances([*rows[:-1], rows[0][:-1] + b",1]"]), SHAPE, 100_000),
+        "a nested row": (_instances([*rows[:-1], b"[" + rows[0] + b"]"]), SHAPE, 100_000),
+        "a bare number": (_instances([*rows[:-1], b"1"]), SHAPE, 100_000),
+        "a trailing comma": (_instances([*rows, b""]), SHAPE, 100_000),
+        "true": (_instances([*rows[:-1], rows[0].replace(b"[", b"[true,", 1)]), SHAPE, 100_000),
+        "null": (_instances([*rows[:-1], rows[0].replace(b"[", b"[null,", 1)[:-1]
+                             .rsplit(b",", 1)[0] + b"]"]), SHAPE, 100_000),
+        "null for a model that imputes": (
+            _instances([rows[0].replace(b"[", b"[null,", 1)[:-1].rsplit(b",", 1)[0] + b"]",
+                        *rows[1:]]), IMPUTING, 100_000),
+        "1e39": (_instances([*rows[:-1], rows[0].replace(b"[", b"[1e39,", 1)[:-1]
+                             .rsplit(b",", 1)[0] + b"]"]), SHAPE, 100_000),
+        "too many rows": (_instances(rows), SHAPE, ROWS - 1),
+        "another key": (_instances(rows, b',"x":1'), SHAPE, 100_000),
+        "rows as objects": (
+            b'{"instances":[' + b",".join(
+                orjson.dumps(dict(zip(feature_names(F), _values(1)[0].tolist())))
+                for _ in range(ROWS)) + b"]}", SHAPE, 100_000),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_instances_cases()))
+def test_predict_answers_as_the_full_parse_does(case: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    body, shape, max_rows = _instances_cases()[case]
+    assert len(body) > checks.BIG_BODY
+    fast = _predict_outcome(body, shape, max_rows)
+    with monkeypatch.context() as patch:
+        patch.setattr(instances, "BIG_BODY", len(body) + 1)
+        assert fast == _predict_outcome(body, shape, max_rows)
+    good = {"rows of numbers", "spaces in rows", "spaces between rows",
+            "null for a model that imputes", "rows as objects"}
+    expected = "ok" if case in good else \
+        "PayloadTooLarge" if case == "too many rows" else "BadRequest"
+    assert fast[0] == expected, fast
+
+
+def test_predict_rows_are_read_by_chunks() -> None:
+    body, shape, max_rows = _instances_cases()["rows of numbers"]
+    assert checks._list_span(body, b'"instances"', nested=True) == (len(b'{"instances":'),
+                                                                     len(body) - 1)
+    assert np.array_equal(decode_instances(body, shape, max_rows),
+                          _values().astype(np.float32))
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
-def test_a_worker_holds_few_copies_of_a_big_json_body(tmp_path: Path) -> None:
-    """The worker's peak RSS while it answers a ~10 MB V2 JSON request grows by less than
-    four times the body: the body as the worker buffers it, and the float32 input. Reading
-    the data as one list of Python floats made it ~7 times."""
+@pytest.mark.parametrize("route", ["v2", "predict"])
+def test_a_worker_holds_few_copies_of_a_big_json_body(route: str, tmp_path: Path) -> None:
+    """The worker's peak RSS while it answers a ~10 MB JSON request (V2 "data" or /predict
+    "instances") grows by less than four times the body: the body as the worker buffers it,
+    the float32 input, the answer. Reading the values as lists of Python floats made it ~7."""
     repository = tmp_path / "repository"
     repository.mkdir()
     width, rows = 64, 20_000
     publish_linear_model(repository, "big", width, 10)
-    values = np.random.default_rng(1).normal(0, 1, (rows, width)).round(4)
-    data = ",".join(np.char.mod("%.4f", values.reshape(-1)).tolist()).encode()
-    body = (b'{"inputs":[{"name":"input","shape":[%d,%d],"datatype":"FP32","data":['
-            % (rows, width) + data + b"]}]}")
+    values = np.char.mod("%.4f", np.random.default_rng(1).normal(0, 1, (rows, width)))
+    if route == "v2":
+        path = "/v2/models/big/infer"
+        body = (b'{"inputs":[{"name":"input","shape":[%d,%d],"datatype":"FP32","data":['
+                % (rows, width) + ",".join(values.reshape(-1).tolist()).encode() + b"]}]}")
+    else:
+        path = "/predict"
+        body = b'{"instances":[[' + "],[".join(",".join(r) for r in values.tolist()).encode() \
+            + b"]]}"
     # glibc hands large freed buffers back at once, so each request's peak shows in VmHWM.
     env = {"SOFTSERVE_MAX_BODY_BYTES": str(4 * len(body)), "MALLOC_MMAP_THRESHOLD_": "65536"}
     with start_server(repository, tmp_path, workers=1, env=env) as server:
@@ -149,12 +221,12 @@ def test_a_worker_holds_few_copies_of_a_big_json_body(tmp_path: Path) -> None:
             for _ in range(3):
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
                 before = proc_status(pid)["VmRSS"]
-                conn.request("POST", "/v2/models/big/infer", body,
-                             {"Content-Type": "application/json"})
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
                 reply = conn.getresponse()
                 answer = orjson.loads(reply.read())
                 assert reply.status == 200, answer
-                assert answer["outputs"][0]["shape"] == [rows, 10]
+                assert len(answer["predictions"] if route == "predict"
+                           else answer["outputs"][1]["data"]) == rows
                 increases.append((proc_status(pid)["VmHWM"] - before) * 1024)
         finally:
             conn.close()
