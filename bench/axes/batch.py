@@ -214,10 +214,14 @@ def markdown(data: dict[str, Any]) -> list[str]:
         lines.append(f"| {FORMAT_TITLES[p['format']]} | {p['rows']:,} "
                      f"| {p['body_bytes'] / 1e6:.3f} MB | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} "
                      f"| {p['rows_per_s']:,.0f} | {peak} | {copies} |")
-    lines += ["", "Where the copies are: the body (one, as the worker buffers it), for binary "
-              "input a view of it (no copy when aligned), the outputs (K + 2 values a row, "
-              "small next to F = 64), and the answer. JSON also parses every value into a "
-              "Python float in a list before numpy reads them: several times the text's size."]
+    lines += ["", "Where the copies are: the worker buffers the body as it arrives (a bytearray, "
+              "then the body as bytes: two copies for a moment, then one); binary input is a "
+              "view of the body (an aligned copy only when the JSON header's length is not a "
+              "multiple of 4); JSON bodies over 256 kB have their one list of numbers (V2 "
+              "\"data\", /predict \"instances\") read a chunk of 64 kB at a time straight into "
+              "the float32 array (`serving/codecs/checks.py`), so the values never all exist as "
+              "Python floats (~32 bytes each, 4 times their text); then the outputs (K + 2 values "
+              "a row, small next to F = 64) and the answer. The peak is the worker's buffering."]
     return lines
 
 
