@@ -96,7 +96,23 @@ def _send(conn: http.client.HTTPConnection, path: str, body: bytes,
     return reply.status, data, {k.lower(): v for k, v in reply.getheaders()}
 
 
+def settle(pid: int, limit: float = 1.0) -> None:
+    """Wait (up to ``limit`` s) until the worker's RSS stops changing: after an answer is sent
+    the worker still frees the request's buffers, which must not count in the next peak."""
+    from tests.support.processes import proc_status
+
+    deadline = time.monotonic() + limit
+    last = proc_status(pid).get("VmRSS")
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = proc_status(pid).get("VmRSS")
+        if now == last:
+            return
+        last = now
+
+
 def _reset_peak(pid: int) -> bool:
+    settle(pid)
     try:
         Path(f"/proc/{pid}/clear_refs").write_text("5")
         return True

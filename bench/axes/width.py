@@ -159,6 +159,9 @@ def measure(ctx: Context) -> dict[str, Any]:
                 ctx.log(f"width F={width} {kind}: {result.rows_per_s:,.0f} rows/s, "
                         f"{cpu_us:,.0f} server CPU µs per request")
             points.append(point)
+        # The floor under the widest binary request: the no-op app (same gunicorn, same
+        # worker) taking in the same body and discarding it.
+        floor = _noop_floor(ctx, _scenarios(WIDTHS[-1])[0], load, args, bodies)
     finally:
         server.stop()
         shutil.rmtree(bodies, ignore_errors=True)
@@ -168,7 +171,30 @@ def measure(ctx: Context) -> dict[str, Any]:
                                                  0.3 if ctx.quick else 1.0)
         ctx.log(f"width F={width} onnxruntime: {point['onnxruntime']['rows_per_s']:,.0f} rows/s")
     return {"rows": ROWS, "classes": CLASSES, "workers": ctx.workers, "max_body": MAX_BODY,
-            "load": list(LOAD), "seconds": ctx.seconds, "points": points}
+            "load": list(LOAD), "seconds": ctx.seconds, "points": points, "noop": floor}
+
+
+def _noop_floor(ctx: Context, scenario: Any, load: Any, args: argparse.Namespace,
+                bodies: Path) -> dict[str, Any]:
+    """The no-op app's worker CPU per request and req/s for ``scenario``'s body. Raises
+    RuntimeError if it does not start or wrk fails."""
+    from bench.measure import NOOP_APP, measure_once, run_wrk, start_gunicorn
+
+    server = start_gunicorn(ctx.tmp, ctx.workers, [], ctx.tmp, nice=ctx.nice, app=NOOP_APP,
+                            name="noop-width", env={"SOFTSERVE_MAX_BODY_BYTES": str(MAX_BODY)})
+    try:
+        body_file = bodies / "noop.body"
+        if ctx.warmup > 0:
+            run_wrk(ctx.wrk, server.url, scenario, ctx.warmup, load.threads, load.connections,
+                    body_file, ctx.nice)
+        result = measure_once(server, scenario, load, args, body_file)
+    finally:
+        server.stop()
+    ctx.log(f"width F={WIDTHS[-1]} binary body to the no-op app: "
+            f"{result.server_cpu_us_per_request:,.0f} server CPU µs per request")
+    return {"features": WIDTHS[-1], "body_bytes": len(scenario.body),
+            "server_cpu_us_per_request": result.server_cpu_us_per_request,
+            "requests_per_s": result.requests_per_s, "clean": result.clean}
 
 
 def _point(data: dict[str, Any], width: int) -> dict[str, Any] | None:
@@ -223,6 +249,16 @@ def markdown(data: dict[str, Any]) -> list[str]:
             f"| {j['rows_per_s']:,.0f} | {j['rows_per_cpu_s']:,.0f} | {o['rows_per_s']:,.0f} "
             f"| {o['rows_per_cpu_s'] / max(b['rows_per_cpu_s'], 1e-9):.2f} "
             f"| {o['rows_per_cpu_s'] / max(j['rows_per_cpu_s'], 1e-9):.1f} |")
+    noop = data.get("noop")
+    widest = _point(data, WIDTHS[-1])
+    if noop and widest:
+        cpu = widest["binary"]["server_cpu_us_per_request"]
+        lines += ["", f"The floor under the F = {noop['features']:,} binary request: the no-op "
+                  f"app (same gunicorn, same worker) taking in the same "
+                  f"{noop['body_bytes'] / 1e6:.1f} MB body and discarding it costs "
+                  f"{noop['server_cpu_us_per_request']:,.0f} µs of worker CPU per request, "
+                  f"softserve {cpu:,.0f} µs; onnxruntime's own share is "
+                  f"{ROWS / widest['onnxruntime']['rows_per_cpu_s'] * 1e6:,.0f} µs."]
     lines += ["", "Binary input is read in place from the request body (no parse, no copy when "
               "the JSON header's length is a multiple of 4), so the handler's own cost per row is "
               "onnxruntime's MatMul plus one range check (in process, F = 4,096: ~1.9 ms a "

@@ -354,9 +354,12 @@ def _chunked_numbers(body: bytes, span: tuple[int, int], width: int, rows: int |
     """
     start, end = span[0] + 1, span[1] - 1  # inside the outer brackets
     separator = b"],[" if nested else b","
-    parts: list[np.ndarray] = []
+    # Written in place, chunk by chunk: nothing but the chunk being read is kept meanwhile.
+    # Nested, each row opens one "[": that many rows at most (and max_rows).
+    capacity = (rows or 0) * width if not nested \
+        else min(body.count(b"[", start, end), max_rows or 0) * width
+    out = np.empty(capacity, dtype=np.float32)
     count = 0
-    limit = (rows or 0) * width if not nested else (max_rows or 0) * width
     while start < end:
         cut = body.find(separator, min(start + CHUNK_BYTES, end), end)
         stop = end if cut < 0 else cut + (1 if nested else 0)  # a row keeps its "]"
@@ -367,24 +370,27 @@ def _chunked_numbers(body: bytes, span: tuple[int, int], width: int, rows: int |
             values = orjson.loads(b"[" + chunk + b"]")
         except orjson.JSONDecodeError:
             return None
+        del chunk
         if not values:
             return None
         try:
             part = np.array(values)
         except ValueError:  # ragged rows
             return None
+        del values
         if part.dtype.kind not in "fi" or part.ndim != (2 if nested else 1) \
                 or (nested and part.shape[1] != width) \
                 or _first_out_of_float32(part.reshape(-1)) is not None:
             return None  # ragged or deeper rows, booleans in disguise, huge numbers
-        count += part.size
-        if count > limit:
+        if count + part.size > capacity:
             return None
-        parts.append(part.astype(np.float32).reshape(-1))
+        out[count:count + part.size] = part.reshape(-1)
+        count += part.size
         if stop >= end - 1 and cut >= 0:  # a separator right before the closing bracket
             return None
         start = stop + 1  # past the comma
-    if not parts or (not nested and count != limit) or count % width:
+    if count == 0 or (not nested and count != capacity) or count % width:
         return None
-    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if count != capacity:  # fewer rows than "[" (cannot happen once the chunks parsed)
+        out = out[:count].copy()
     return out.reshape(count // width, width)

@@ -9,6 +9,7 @@ during a big request must stay within a few copies of the body (it was ~7 with t
 from __future__ import annotations
 
 import http.client
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,17 @@ def test_every_bad_case_is_refused_with_a_400() -> None:
         assert kind == ("ok" if name in good else "BadRequest"), (name, kind)
 
 
+def settle(pid: int) -> None:
+    """Until the worker's RSS stops changing (it frees a request's buffers after answering)."""
+    last = proc_status(pid)["VmRSS"]
+    for _ in range(50):
+        time.sleep(0.02)
+        now = proc_status(pid)["VmRSS"]
+        if now == last:
+            return
+        last = now
+
+
 def _instances(rows: list[bytes], extra: bytes = b"") -> bytes:
     return b'{"instances":[' + b",".join(rows) + b"]" + extra + b"}"
 
@@ -219,6 +231,7 @@ def test_a_worker_holds_few_copies_of_a_big_json_body(route: str, tmp_path: Path
         try:
             increases = []
             for _ in range(3):
+                settle(pid)  # the last request's buffers freed
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
                 before = proc_status(pid)["VmRSS"]
                 conn.request("POST", path, body, {"Content-Type": "application/json"})
