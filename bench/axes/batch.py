@@ -257,6 +257,7 @@ def plot(axes: Sequence[Any], data: dict[str, Any]) -> None:
     latency.set_title("Batch size: latency")
     copies.axhline(COPIES_TARGET, color="grey", linestyle=":", label="target")
     copies.set_xscale("log")
+    copies.set_ylim(bottom=0)
     copies.set_xlabel("rows per request")
     copies.set_ylabel("peak RSS increase ÷ body size")
     copies.set_title("Batch size: copies of the payload")
