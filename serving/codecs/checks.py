@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -292,3 +293,104 @@ def _to_float32(array: np.ndarray, rows: int, width: int) -> np.ndarray:
         # directly, so hand it an aligned copy (a few kB) rather than unaligned floats.
         out = np.array(out, dtype=np.float32, order="C")
     return out
+
+
+# Big JSON bodies (issue 20): from this size up, the one list of numbers in a body ("data" of
+# V2 JSON, "instances" of /predict) is cut out of the document and read a chunk at a time
+# straight into a float32 array, so that its values never all exist as Python floats at once
+# (~32 bytes each, ~4 times the text). Anything unusual is left to the full parse.
+BIG_BODY = 256 * 1024
+CHUNK_BYTES = 64 * 1024
+# Stands for the list cut out of a big body; no client sends it (it holds a random part).
+PLACEHOLDER = f"softserve-list-{uuid.uuid4().hex}"
+_PLACEHOLDER_JSON = orjson.dumps(PLACEHOLDER)
+_JSON_SPACE = b" \t\r\n"
+# None of these in a list of JSON numbers: strings, objects, true, false, null (and NaN,
+# Infinity, which are not JSON).
+_NOT_NUMBERS = (b'"', b"{", b"t", b"f", b"n", b"N", b"I")
+
+
+def _list_span(body: bytes, key: bytes, nested: bool = False) -> tuple[int, int] | None:
+    """Where the list value of ``key`` (quoted, such as ``b'"data"'``) lies in a JSON body,
+    from its ``[`` to just after its end (the first ``]``, or ``]]`` when ``nested``), if the
+    body holds ``key`` exactly once and a list follows it; else None.
+
+    Only a key can be followed by a colon, and the quoted key cannot lie inside a string (its
+    closing quote would end the string), so the list found is the value of the one key of that
+    name, or of a key that ends with an escaped quote and that name: the caller tells those
+    apart by looking for :data:`PLACEHOLDER` where it expects the list in the document
+    :func:`without_list` gives.
+    """
+    at = body.find(key)
+    if at < 0 or body.find(key, at + len(key)) >= 0:
+        return None
+    i, n = at + len(key), len(body)
+    while i < n and body[i] in _JSON_SPACE:
+        i += 1
+    if i >= n or body[i] != 0x3A:  # ":"
+        return None
+    i += 1
+    while i < n and body[i] in _JSON_SPACE:
+        i += 1
+    if i >= n or body[i] != 0x5B:  # "["
+        return None
+    end = body.find(b"]]" if nested else b"]", i)
+    return None if end < 0 else (i, end + (2 if nested else 1))
+
+
+def without_list(body: bytes, span: tuple[int, int]) -> bytes:
+    """The body with the list at ``span`` replaced by :data:`PLACEHOLDER` (a JSON string)."""
+    return b"".join((body[:span[0]], _PLACEHOLDER_JSON, body[span[1]:]))
+
+
+def _chunked_numbers(body: bytes, span: tuple[int, int], width: int, rows: int | None,
+                     nested: bool, max_rows: int | None = None) -> np.ndarray | None:
+    """The (rows, width) float32 array of the list of numbers ``body[span[0]:span[1]]``, read
+    a chunk at a time: flat (``rows`` × ``width`` numbers), or ``nested`` rows of ``width``
+    numbers (at most ``max_rows`` of them).
+
+    None if the list is anything else, or holds anything but finite JSON numbers within
+    float32's range: the caller then reads it the usual way, which words the problem.
+    """
+    start, end = span[0] + 1, span[1] - 1  # inside the outer brackets
+    separator = b"],[" if nested else b","
+    # Written in place, chunk by chunk: nothing but the chunk being read is kept meanwhile.
+    # Nested, each row opens one "[": that many rows at most (and max_rows).
+    capacity = (rows or 0) * width if not nested \
+        else min(body.count(b"[", start, end), max_rows or 0) * width
+    out = np.empty(capacity, dtype=np.float32)
+    count = 0
+    while start < end:
+        cut = body.find(separator, min(start + CHUNK_BYTES, end), end)
+        stop = end if cut < 0 else cut + (1 if nested else 0)  # a row keeps its "]"
+        chunk = body[start:stop]
+        if any(mark in chunk for mark in _NOT_NUMBERS) or (not nested and b"[" in chunk):
+            return None
+        try:
+            values = orjson.loads(b"[" + chunk + b"]")
+        except orjson.JSONDecodeError:
+            return None
+        del chunk
+        if not values:
+            return None
+        try:
+            part = np.array(values)
+        except ValueError:  # ragged rows
+            return None
+        del values
+        if part.dtype.kind not in "fi" or part.ndim != (2 if nested else 1) \
+                or (nested and part.shape[1] != width) \
+                or _first_out_of_float32(part.reshape(-1)) is not None:
+            return None  # ragged or deeper rows, booleans in disguise, huge numbers
+        if count + part.size > capacity:
+            return None
+        out[count:count + part.size] = part.reshape(-1)
+        count += part.size
+        if stop >= end - 1 and cut >= 0:  # a separator right before the closing bracket
+            return None
+        start = stop + 1  # past the comma
+    if count == 0 or (not nested and count != capacity) or count % width:
+        return None
+    if count != capacity:  # fewer rows than "[" (cannot happen once the chunks parsed)
+        out = out[:count].copy()
+    return out.reshape(count // width, width)

@@ -14,16 +14,21 @@ import numpy as np
 import orjson
 
 from serving.codecs.checks import (
+    BIG_BODY,
+    PLACEHOLDER,
     _SMALL_VALUES,
     ModelShape,
+    _chunked_numbers,
     _first_out_of_float32,
     _holds_booleans,
     _json_kind,
+    _list_span,
     _load_json,
     _show,
     _small_float32,
     _to_float32,
     _value_problem,
+    without_list,
 )
 from serving.errors import BadRequest, PayloadTooLarge
 
@@ -40,6 +45,10 @@ def decode_instances(body: bytes, shape: ModelShape, max_rows: int) -> np.ndarra
     not finite numbers within float32's range (strings, booleans, lists, 1e39; null unless the
     model imputes). Raises PayloadTooLarge (413) for more than ``max_rows`` rows.
     """
+    if len(body) >= BIG_BODY:
+        chunked = _big_instances(body, shape, max_rows)
+        if chunked is not None:
+            return chunked
     example = shape.instances_example
     doc = _load_json(body, "request body", example)
     if type(doc) is not dict:
@@ -89,6 +98,22 @@ def decode_instances(body: bytes, shape: ModelShape, max_rows: int) -> np.ndarra
         raise _instances_problem(rows, shape, keyed) or BadRequest(  # pragma: no cover
             f'"instances" could not be read as numbers: {shape.expected_rows}')
     return _to_float32(array, len(rows), width)
+
+
+def _big_instances(body: bytes, shape: ModelShape, max_rows: int) -> np.ndarray | None:
+    """A big body's rows read a chunk at a time (``checks._chunked_numbers``), if the body is
+    ``{"instances": [[numbers], ...]}`` with at most ``max_rows`` rows of F finite numbers
+    within float32's range; else None, for the full parse to read or word."""
+    span = _list_span(body, b'"instances"', nested=True)
+    if span is None:
+        return None
+    try:
+        doc = orjson.loads(without_list(body, span))
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict or len(doc) != 1 or doc.get("instances") != PLACEHOLDER:
+        return None
+    return _chunked_numbers(body, span, shape.n_features, None, True, max_rows)
 
 
 def _rows_from_objects(rows: list[Any], shape: ModelShape) -> list[Any]:

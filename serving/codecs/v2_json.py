@@ -17,19 +17,24 @@ import orjson
 from modelrepo import CLASS, INPUT_NAME, PROBABILITIES
 from serving.errors import JSON_CONTENT_TYPE
 from serving.codecs.checks import (
+    BIG_BODY,
+    PLACEHOLDER,
     _INPUT,
     _SMALL_VALUES,
     INPUT_DATATYPES,
     V2_DATATYPES,
     ModelShape,
+    _chunked_numbers,
     _first_out_of_float32,
     _holds_booleans,
     _json_kind,
+    _list_span,
     _load_json,
     _show,
     _small_float32,
     _to_float32,
     _value_problem,
+    without_list,
 )
 from serving.codecs.v2_binary import (
     BINARY_CONTENT_TYPE,
@@ -121,7 +126,18 @@ def decode_infer(body: bytes, header_length: int | None, shape: ModelShape,
         else ""
     )
     example = shape.infer_example
-    doc = _load_json(header, what, example, after_json)
+    # A big JSON body's flat "data" is read apart from the rest (see _list_span), so that its
+    # values never all exist as Python floats at once; anything unusual takes the full parse.
+    span = _list_span(body, b'"data"') if header_length is None and len(body) >= BIG_BODY \
+        else None
+    doc = _MISSING
+    if span is not None:
+        try:
+            doc = orjson.loads(without_list(body, span))
+        except orjson.JSONDecodeError:
+            span = None  # the full parse below says what is wrong, and where
+    if doc is _MISSING:
+        doc = _load_json(header, what, example, after_json)
     if type(doc) is not dict:
         raise BadRequest(
             f"{what} must be a JSON object such as {example}, got {_json_kind(doc)}"
@@ -205,7 +221,14 @@ def decode_infer(body: bytes, header_length: int | None, shape: ModelShape,
                 f'{_INPUT} has no "data": send its values in "data", or as binary tensor data '
                 "declared by parameters.binary_data_size"
             )
-        array = _json_input(tensor["data"], rows, datatype, shape)
+        data = tensor["data"]
+        chunked = None
+        if span is not None and type(data) is str and data == PLACEHOLDER:
+            if datatype in ("FP32", "FP64"):
+                chunked = _chunked_numbers(body, span, shape.n_features, rows, False)
+            if chunked is None:  # something to word: the values as the full parse reads them
+                data = _load_json(body, what, example)["inputs"][0]["data"]
+        array = chunked if chunked is not None else _json_input(data, rows, datatype, shape)
     return InferRequest(request_id, array, outputs)
 
 
