@@ -374,3 +374,58 @@ def test_bucket_counts_reach_prometheus_as_observe_would_put_them(values: list[f
     assert len(want) == len(LATENCY_BUCKETS) + 3 if values else not want
     assert [(n, labels) for n, labels, _ in got] == [(n, labels) for n, labels, _ in want]
     assert [v for _, _, v in got] == pytest.approx([v for _, _, v in want])
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["softserve-worker", "other-server"])
+def test_an_inference_leaves_no_reference_cycle(iris_repository: Path, buffered: bool,
+                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: a single-row inference with every default feature on (metrics, drift counting,
+    the access log) leaves nothing for the cyclic garbage collector: the work left for after the
+    answer (a closure over the request's record) is taken out of the record, so record and task
+    are freed when the request is done, under softserve's worker (the access-log buffer) and
+    under another WSGI server (the answer's close)."""
+    import gc
+    import io
+
+    from serving import create_app
+    from serving.telemetry.access_log import access_log_buffer
+
+    app = create_app({"model_repository": iris_repository, "poll_seconds": 0,
+                      "metrics_flush_seconds": 3600})
+    telemetry = app.extensions["softserve.telemetry"]
+    buffer = access_log_buffer(app)
+    assert buffer is not None
+    flush = buffer.buffer_access_log() if buffered else (lambda: None)
+    answers: list[str] = []
+
+    def request(path: str, body: bytes) -> None:
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "SERVER_NAME": "127.0.0.1",
+                   "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                   "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+                   "wsgi.errors": io.StringIO(), "CONTENT_LENGTH": str(len(body))}
+        out = app(environ, lambda status, headers, exc_info=None: answers.append(status))
+        b"".join(out)
+        getattr(out, "close", lambda: None)()
+        flush()
+
+    try:
+        for path, body in (("/predict", ROW), ("/v2/models/iris/infer", V2)):
+            request(path, body)  # anything made once (caches, the drift counter) made now
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(50):
+                    request(path, body)
+                left = gc.collect()
+            finally:
+                gc.enable()
+            assert left == 0, f"{path}: {left} objects left in reference cycles by 50 requests"
+        assert answers == ["200 OK"] * 102
+        telemetry.flush()
+        drift_rows = telemetry.registry.get_sample_value(
+            "softserve_drift_rows_total", {"model": "iris", "version": "1"})
+        assert drift_rows == 1 + 50 + 3 + 150  # the drift counts were taken all the same
+    finally:
+        telemetry.close()
+        capfd.readouterr()
+
