@@ -429,3 +429,40 @@ def test_an_inference_leaves_no_reference_cycle(iris_repository: Path, buffered:
         telemetry.close()
         capfd.readouterr()
 
+
+def test_small_requests_rows_are_held_and_counted_as_one_batch() -> None:
+    """Issue 20: drift counting holds the rows of small requests and counts them together at
+    the flush, or once HOLD_ROWS are held (the work it returns, for after that answer); the
+    counts are those of counting each request as it came; big requests are counted at once."""
+    import numpy as np
+
+    from modelrepo.drift import BinCounter, feature_statistics
+    from serving.telemetry.drift import HOLD_BATCH, HOLD_ROWS, DriftCounts
+
+    rng = np.random.default_rng(7)
+    statistics = feature_statistics(rng.normal(0, 1, (500, 3)), ["a", "b", "c"])
+    metadata = {"data": {"statistics": statistics}}
+    served = rng.normal(0.5, 1, (HOLD_ROWS + 5, 3)).astype(np.float32)
+    served[3, 1] = np.nan
+    drift, one_by_one = DriftCounts(1.0), BinCounter(statistics)
+    tasks = [drift.hold("m", "1", metadata, served[i:i + 1]) for i in range(HOLD_ROWS - 1)]
+    assert tasks == [None] * (HOLD_ROWS - 1)  # held, nothing to run after these answers
+    count_held = drift.hold("m", "1", metadata, served[HOLD_ROWS - 1:HOLD_ROWS])
+    assert count_held is not None
+    for i in range(HOLD_ROWS):
+        one_by_one.add(served[i:i + 1])
+    one_by_one.merge()
+    count_held()
+    counter = drift._versions[("m", "1")].counter  # type: ignore[union-attr]
+    assert counter.rows == HOLD_ROWS and (counter.counts == one_by_one.counts).all()
+    assert counter.missing.tolist() == one_by_one.missing.tolist() == [0, 1, 0]
+    assert drift.hold("m", "1", metadata, served[HOLD_ROWS:HOLD_ROWS + 2]) is None
+    drift.count("m", "1", metadata, served[HOLD_ROWS + 2:])  # a "big" request: at once
+    assert counter.rows == HOLD_ROWS + 3  # the 2 held rows are not counted yet
+    one_by_one.add(served[HOLD_ROWS:])
+    bridge = Telemetry(flush_seconds=0).prometheus
+    drift.flush(bridge)  # counts what is held
+    assert bridge.registry.get_sample_value("softserve_drift_rows_total",
+                                            {"model": "m", "version": "1"}) == HOLD_ROWS + 5
+    assert (counter.counts == one_by_one.counts).all()
+    assert 1 <= HOLD_BATCH < HOLD_ROWS
