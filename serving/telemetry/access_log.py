@@ -181,12 +181,15 @@ class ObservedApp:
             telemetry.request_started()
         try:
             body = self.app(environ, start)
-            try:
-                chunks = list(body)  # our bodies are built whole; this only collects them
-            finally:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
+            if type(body) is list:  # the hot path's answers: one chunk, nothing to close
+                chunks = body
+            else:
+                try:
+                    chunks = list(body)  # our bodies are built whole; this only collects them
+                finally:
+                    close = getattr(body, "close", None)
+                    if close is not None:
+                        close()
         except BaseException:
             # Flask answers every exception itself; this only keeps the gauge honest.
             if telemetry is not None:
@@ -194,7 +197,8 @@ class ObservedApp:
             raise
         record.seconds = seconds = time.perf_counter() - started
         record.status = code = int(status_line[-1][:3]) if status_line else 500
-        record.response_bytes = response_bytes = sum(len(c) for c in chunks)
+        record.response_bytes = response_bytes = \
+            len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
         if telemetry is not None:
             try:
                 record.request_bytes = int(environ.get("CONTENT_LENGTH") or 0)
@@ -202,12 +206,13 @@ class ObservedApp:
                 pass
             telemetry.request_finished(record)
         if self.access_log:
+            # duration_ms: to the µs, as round(x, 3) gives it in a quarter of the time
             line = orjson.dumps({
                 "time": self._clock.now(), "level": "INFO", "logger": "softserve.access",
                 "request_id": request_id, "method": record.method,
                 "path": environ.get("PATH_INFO", ""), "route": record.route,
                 "model": record.model, "version": record.version, "rows": record.rows,
-                "status": code, "duration_ms": round(seconds * 1000, 3),
+                "status": code, "duration_ms": int(seconds * 1e6 + 0.5) / 1000,
                 "response_bytes": response_bytes, "remote_addr": environ.get("REMOTE_ADDR")
             }) + b"\n"
             if self._pending is None:
