@@ -1,7 +1,9 @@
 """Where a request's time goes: py-spy samples one gunicorn worker while wrk loads it.
 
-Starts the real server with ONE sync worker (so every sample is a request being served), runs
-wrk on each chosen scenario and, in the middle of that run, ``py-spy record`` on the worker.
+Starts the real server with ONE worker (so every sample is a request being served; and the
+no-op app or a loop or lean server of ``python -m bench``, one worker each, when a chosen
+scenario is theirs), runs wrk on each chosen scenario and, in the middle of that run,
+``py-spy record`` on the worker.
 Each sampled stack is put in one bucket (gunicorn accept / parse / send / close, Flask and
 werkzeug, reading the body, decode and validation in serving/codecs/, onnxruntime, encode,
 ...) by the deepest frame that names a bucket. The worker's measured CPU time per request
@@ -14,6 +16,7 @@ time is what a request costs, so the table is in CPU µs per request.
     pip install py-spy                      # not a project dependency; needs ptrace (root)
     .venv/bin/python -m bench.profile_requests                       # live vs predict-1
     .venv/bin/python -m bench.profile_requests --scenarios predict-1,v2-binary-1 --out /tmp/prof
+    .venv/bin/python -m bench.profile_requests --scenarios noop,predict-1,v2-json-1,lean-predict-1
 
 --out keeps py-spy's collapsed stacks (``<scenario>.txt``, for flamegraph.pl or speedscope).
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import shlex
 import shutil
 import signal
@@ -35,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import log, repository_to_serve, run_main
-from bench.measure import run_wrk, start_gunicorn, wait_for_quiet
-from bench.scenarios import Scenario, check_scenario, select_scenarios
+from bench.measure import NOOP_APP, run_wrk, start_gunicorn, wait_for_quiet
+from bench.scenarios import LOOP_SERVERS, Scenario, check_scenario, select_scenarios
 from tests.support.processes import cpu_times
 from tests.support.server import Server
 
@@ -71,6 +75,13 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
                                       "_rows_from_objects ", "_check_integers ")),
     ("onnxruntime run", ("LoadedModel.predict ", "onnxruntime")),
     ("encode response (codecs)", ("encode_predictions ", "encode_infer ")),
+    # issue 20: the telemetry apart from the rest of the middleware (ObservedApp's own frame
+    # builds the access-log line; its write and the after-answer work run in the worker loop)
+    ("telemetry: metrics (recording)", ("Telemetry.request_finished ",
+                                        "Telemetry.request_started ")),
+    ("telemetry: access-log write, after-answer work", ("flush_access_log ",)),
+    ("telemetry: drift counting", ("DriftCounts.", "BinCounter.")),
+    ("routing: model and version (repository, traffic policy)", ("Inference._resolve ",)),
 ]
 # Background threads of a worker, recognised anywhere in the stack.
 THREADS = {"repository watcher thread": "ModelRepository.watch",
@@ -198,28 +209,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     profiles: dict[str, Profile] = {}
-    with tempfile.TemporaryDirectory(prefix="softserve-profile-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="softserve-profile-") as tmp_name, \
+            contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
         repository = repository_to_serve(args.repository, tmp)
-        with start_gunicorn(repository, 1, shlex.split(args.gunicorn_args), tmp,
-                            args.nice) as server:
-            log(f"server {server.url}, one {server.worker_class()} worker "
-                    f"{server.worker_pids()}")
-            for scenario in chosen:
-                if args.quiet_wait:
-                    wait_for_quiet(args.quiet_wait)
-                log(f"{scenario.name}: wrk + py-spy for {args.seconds:g} s")
-                prof = profile_scenario(server, scenario, args, tmp, py_spy)
-                profiles[scenario.name] = prof
-                log(f"{scenario.name}: {prof.requests_per_s:,.0f} req/s, {prof.samples} "
-                        f"samples, {prof.user_us:.0f} µs user + {prof.system_us:.0f} µs system "
-                        "CPU per request")
+        servers: dict[str, Server] = {}
+        for name in dict.fromkeys(s.server for s in chosen):  # one server each, one worker
+            app = {"app": NOOP_APP} if name == "noop" else {}
+            env = LOOP_SERVERS.get(name) if name != "softserve" else None
+            server = servers[name] = stack.enter_context(start_gunicorn(
+                repository, 1, shlex.split(args.gunicorn_args), tmp, args.nice, name=name,
+                env=env, **app))
+            log(f"{name} {server.url}, one {server.worker_class()} worker "
+                f"{server.worker_pids()}" + (f", {env}" if env else ""))
+        for scenario in chosen:
+            if args.quiet_wait:
+                wait_for_quiet(args.quiet_wait)
+            log(f"{scenario.name}: wrk + py-spy for {args.seconds:g} s")
+            prof = profile_scenario(servers[scenario.server], scenario, args, tmp, py_spy)
+            profiles[scenario.name] = prof
+            log(f"{scenario.name}: {prof.requests_per_s:,.0f} req/s, {prof.samples} "
+                f"samples, {prof.user_us:.0f} µs user + {prof.system_us:.0f} µs system "
+                "CPU per request")
     print_table(profiles)
     return 0
 
 
 def print_table(profiles: dict[str, Profile]) -> None:
-    """A markdown table, one column per scenario; "(+n)": more than the first scenario."""
+    """A markdown table, one column per scenario; "(+n)": more than the first scenario (with
+    ``noop`` first, the route's own cost above the no-op app)."""
     names = list(profiles)
     print("| worker CPU µs per request | " + " | ".join(names) + " |")
     print("|---|" + "--:|" * len(names))

@@ -33,7 +33,14 @@ SERVER_TITLES = {"softserve": "softserve", "noop": "no-op WSGI app",
                  "baseline": "FastAPI baseline",
                  "loop-nodrift": "softserve, SOFTSERVE_DRIFT_SAMPLE=0",
                  "loop-log10": "softserve, prediction log 10 %",
-                 "loop-log100": "softserve, prediction log 100 %"}
+                 "loop-log100": "softserve, prediction log 100 %",
+                 "lean": "softserve, optional features off"}
+# Issue 20: single rows with every feature on and with the optional ones off, against the FastAPI
+# baseline in the same run; the route's own cost: server CPU per request above the no-op app's
+# on the same gunicorn command. (scenario, softserve's server, the baseline's scenario, goal)
+SINGLE_ROW_ALL_ON = (("predict-1", "predict-1", 1.5), ("v2-json-1", "v2-json-1", 1.5),
+                     ("lean-predict-1", "predict-1", 2.0), ("lean-v2-json-1", "v2-json-1", 2.0))
+TARGET_ROUTE_COST_US = 60.0
 
 
 @dataclass
@@ -173,7 +180,42 @@ def targets(report: Report) -> list[Target]:
         out.append(Target(what, goal_text,
                           f"{peak / 1e6:.1f} MB ({peak / 2**20:.1f} MiB), the highest VmHWM of "
                           f"{len(report.memory['softserve'])} workers", peak < TARGET_RSS_BYTES))
-    return out + axes_targets(report)
+    return out + single_row_targets(report) + axes_targets(report)
+
+
+def single_row_targets(report: Report) -> list[Target]:
+    """Issue 20: single rows with every feature on (softserve's defaults) and with the optional
+    ones off (the lean server), each ÷ the FastAPI baseline and as its route's own cost (server
+    CPU per request above the no-op app's); each figure states the CPU per request."""
+    out: list[Target] = []
+    for name, baseline_name, goal in SINGLE_ROW_ALL_ON:
+        a, b = report.result(name, _server_of(name)), report.result(baseline_name, "baseline")
+        what = f"{SHORT_NAMES[name]} ÷ {SERVER_TITLES['baseline']} (issue 20)"
+        if a is None or b is None:
+            out.append(Target(what, f">= {goal:g}", "", None))
+            continue
+        ratio = Ratio(a, b)
+        out.append(Target(what, f">= {goal:g}",
+                          f"{ratio.text()}; server CPU {_fmt(a.server_cpu_us_per_request)} vs "
+                          f"{_fmt(b.server_cpu_us_per_request)} µs/req", ratio.value >= goal))
+    noop = report.result("noop")
+    for name, _, _ in SINGLE_ROW_ALL_ON:
+        what = f"{SHORT_NAMES[name]}: the route's own cost, server CPU µs/req above the no-op app"
+        goal_text = f"<= {TARGET_ROUTE_COST_US:g} µs"
+        a = report.result(name, _server_of(name))
+        if a is None or noop is None:
+            out.append(Target(what, goal_text, "", None))
+            continue
+        cost = a.server_cpu_us_per_request - noop.server_cpu_us_per_request
+        out.append(Target(what, goal_text,
+                          f"{cost:,.0f} µs ({_fmt(a.server_cpu_us_per_request)} - "
+                          f"{_fmt(noop.server_cpu_us_per_request)}){_busy_note(a)}",
+                          cost <= TARGET_ROUTE_COST_US))
+    return out
+
+
+def _server_of(scenario: str) -> str:
+    return "lean" if scenario.startswith("lean-") else "softserve"
 
 
 def axes_targets(report: Report) -> list[Target]:

@@ -135,6 +135,10 @@ def v2_binary_body(rows: list[list[float]]) -> tuple[bytes, dict[str, str]]:
                           HEADER_LENGTH: str(len(header))}
 
 
+# softserve with every optional feature off (issue 20; see "lean" below).
+LEAN_SETTINGS = {"SOFTSERVE_ACCESS_LOG": "0", "SOFTSERVE_METRICS": "0",
+                 "SOFTSERVE_DRIFT_SAMPLE": "0"}
+
 # The loop's cost (issue 17): single-row /predict on servers that differ from softserve's
 # defaults (prediction log off, drift counting on) in one setting each; bench.__main__ starts
 # them, with the prediction log in its temporary directory.
@@ -142,13 +146,20 @@ LOOP_SERVERS: dict[str, dict[str, str]] = {
     "loop-nodrift": {"SOFTSERVE_DRIFT_SAMPLE": "0"},
     "loop-log10": {"SOFTSERVE_PREDICTION_LOG_SAMPLE": "0.1"},
     "loop-log100": {"SOFTSERVE_PREDICTION_LOG_SAMPLE": "1"},
+    # Issue 20: every optional feature off, the leanest softserve a user can run (the prediction
+    # log is off by default). Optional: what can be turned off without changing an answer —
+    # the access log, the metrics (/metrics and the V2 statistics) and drift counting (which
+    # needs the metrics). Routing by alias and canary stays: without a policy it costs nothing.
+    "lean": LEAN_SETTINGS,
 }
-LOOP_SCENARIOS = tuple(f"{server}-1" for server in LOOP_SERVERS)
+LOOP_SCENARIOS = tuple(f"{server}-1" for server in LOOP_SERVERS if server.startswith("loop-"))
+# The lean server's single-row scenarios (issue 20), next to predict-1 and v2-json-1.
+LEAN_SCENARIOS = ("lean-predict-1", "lean-v2-json-1")
 WIDE_SCENARIOS = ("wide-v2-json-1", "wide-v2-binary-1", f"wide-v2-json-{BATCH_ROWS}",
                   f"wide-v2-binary-{BATCH_ROWS}")
 FOREST_SCENARIOS = ("forest-v2-json-1", "forest-v2-binary-1", f"forest-v2-json-{BATCH_ROWS}",
                     f"forest-v2-binary-{BATCH_ROWS}")
-SCENARIO_ORDER = ["noop", "live", "predict-1", "v2-json-1", "v2-binary-1",
+SCENARIO_ORDER = ["noop", "live", "predict-1", "v2-json-1", *LEAN_SCENARIOS, "v2-binary-1",
                   f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}",
                   *WIDE_SCENARIOS, *FOREST_SCENARIOS, *LOOP_SCENARIOS]
 
@@ -179,6 +190,14 @@ def scenarios() -> list[Scenario]:
         out.append(Scenario(
             f"v2-json-{suffix}", f"V2 JSON infer, {label}", "POST", f"/v2/models/{MODEL}/infer",
             v2_json_body(rows), json_headers, n, _check_v2_json(n), classes=_v2_json_classes))
+        if n == 1:  # issue 20: the same two single-row requests, every optional feature off
+            out.append(Scenario("lean-predict-1", "POST /predict, single row, optional "
+                                "features off", "POST", "/predict", predict_body, json_headers,
+                                n, _check_predict(n), server="lean"))
+            out.append(Scenario("lean-v2-json-1", "V2 JSON infer, single row, optional "
+                                "features off", "POST", f"/v2/models/{MODEL}/infer",
+                                v2_json_body(rows), json_headers, n, _check_v2_json(n),
+                                server="lean"))
         body, headers = v2_binary_body(rows)
         out.append(Scenario(f"v2-binary-{suffix}", f"V2 binary infer, {label}", "POST",
                             f"/v2/models/{MODEL}/infer", body, headers, n, _check_v2_binary(n)))
@@ -224,22 +243,26 @@ SHORT_NAMES = {
     "loop-nodrift-1": "/predict, 1 row, drift off",
     "loop-log10-1": "/predict, 1 row, log 10 %",
     "loop-log100-1": "/predict, 1 row, log 100 %",
+    "lean-predict-1": "/predict, 1 row, lean",
+    "lean-v2-json-1": "V2 JSON, 1 row, lean",
 }
 
 SCENARIO_GROUPS = {
     "all": None,
-    "single": ["noop", "live", "predict-1", "v2-json-1", "v2-binary-1"],
+    "single": ["noop", "live", "predict-1", "v2-json-1", "v2-binary-1", *LEAN_SCENARIOS],
     "batch": ["live", f"predict-{BATCH_ROWS}", f"v2-json-{BATCH_ROWS}", f"v2-binary-{BATCH_ROWS}"],
     "wide": list(WIDE_SCENARIOS),
     "forest": list(FOREST_SCENARIOS),
     # softserve's defaults (log off, drift on) against each loop setting
     "loop": ["predict-1", *LOOP_SCENARIOS],
+    # issue 20: single rows with every feature on (the defaults) and with the optional ones off
+    "lean": ["noop", "predict-1", "v2-json-1", *LEAN_SCENARIOS],
     "none": [],  # only the axes (--axes)
 }
 
 
 def select_scenarios(spec: str) -> list[Scenario]:
-    """Scenarios named by ``spec``: a group (all, single, batch, wide, forest, loop) or a
+    """Scenarios named by ``spec``: a group (all, single, batch, wide, forest, loop, lean) or a
     comma-separated list. Raises SystemExit for an unknown name."""
     every = scenarios()
     names = SCENARIO_GROUPS.get(spec, [n.strip() for n in spec.split(",") if n.strip()])
@@ -280,8 +303,8 @@ def check_answers(servers: dict[str, Server], chosen: Sequence[Scenario]) -> Non
     """Send every scenario once to each server that runs it; softserve and the baseline must
     predict the same classes. Raises RuntimeError."""
     for scenario in {s.name: s for s in chosen}.values():
-        if scenario.server == "noop":
-            check_scenario(servers["noop"], scenario)
+        if scenario.server != "softserve":  # the no-op app, a loop or the lean server
+            check_scenario(servers[scenario.server], scenario)
             continue
         ours = check_scenario(servers["softserve"], scenario)
         if "baseline" in servers and scenario.name in BASELINE_SCENARIOS:

@@ -181,12 +181,15 @@ class ObservedApp:
             telemetry.request_started()
         try:
             body = self.app(environ, start)
-            try:
-                chunks = list(body)  # our bodies are built whole; this only collects them
-            finally:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
+            if type(body) is list:  # the hot path's answers: one chunk, nothing to close
+                chunks = body
+            else:
+                try:
+                    chunks = list(body)  # our bodies are built whole; this only collects them
+                finally:
+                    close = getattr(body, "close", None)
+                    if close is not None:
+                        close()
         except BaseException:
             # Flask answers every exception itself; this only keeps the gauge honest.
             if telemetry is not None:
@@ -194,7 +197,8 @@ class ObservedApp:
             raise
         record.seconds = seconds = time.perf_counter() - started
         record.status = code = int(status_line[-1][:3]) if status_line else 500
-        record.response_bytes = response_bytes = sum(len(c) for c in chunks)
+        record.response_bytes = response_bytes = \
+            len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
         if telemetry is not None:
             try:
                 record.request_bytes = int(environ.get("CONTENT_LENGTH") or 0)
@@ -202,12 +206,13 @@ class ObservedApp:
                 pass
             telemetry.request_finished(record)
         if self.access_log:
+            # duration_ms: to the µs, as round(x, 3) gives it in a quarter of the time
             line = orjson.dumps({
                 "time": self._clock.now(), "level": "INFO", "logger": "softserve.access",
                 "request_id": request_id, "method": record.method,
                 "path": environ.get("PATH_INFO", ""), "route": record.route,
                 "model": record.model, "version": record.version, "rows": record.rows,
-                "status": code, "duration_ms": round(seconds * 1000, 3),
+                "status": code, "duration_ms": int(seconds * 1e6 + 0.5) / 1000,
                 "response_bytes": response_bytes, "remote_addr": environ.get("REMOTE_ADDR")
             }) + b"\n"
             if self._pending is None:
@@ -215,9 +220,14 @@ class ObservedApp:
                 os.write(1, line)
             else:
                 self._pending.append(line)
-        if record.after is not None:
+        after = record.after
+        if after is not None:
+            # A task usually holds the record (a closure over it): taken out of the record, the
+            # pair is no reference cycle, freed at once instead of left for the cyclic garbage
+            # collector (11 objects a request with drift counting on, and the rows' arrays).
+            record.after = None
             if self._pending is not None:  # softserve's worker: run before it next waits
-                self._tasks += record.after
+                self._tasks += after
             else:
-                return _Answered(chunks, record.after)
+                return _Answered(chunks, after)
         return chunks

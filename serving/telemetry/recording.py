@@ -11,14 +11,87 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from serving.telemetry.prometheus import Figures, PrometheusBridge
+from serving.telemetry.prometheus import (INFERENCE_BUCKETS, LATENCY_BUCKETS, SIZE_BUCKETS,
+                                          Figures, PendingHistogram, PrometheusBridge)
 from serving.telemetry.record import RequestRecord
 
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
+# route, method ("other" for an unknown one), model (None: not resolved), version, status,
+# routing target
+_SlotKey = tuple[str, str, str | None, str, int, str | None]
+
+
+class _Slot:
+    """What the requests of one set of label values added up to since the last flush."""
+
+    __slots__ = ("requests", "seconds", "latency", "request_bytes", "request_size",
+                 "response_bytes", "response_size", "inferences", "rows", "infer_seconds",
+                 "inference", "decode_seconds", "encode_seconds", "last_inference")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.seconds = 0.0
+        # per bucket, not cumulative; the last one is +Inf
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.request_bytes = 0
+        self.request_size = [0] * (len(SIZE_BUCKETS) + 1)
+        self.response_bytes = 0
+        self.response_size = [0] * (len(SIZE_BUCKETS) + 1)
+        self.inferences = 0  # requests of these that predicted rows
+        self.rows = 0
+        self.infer_seconds = 0.0
+        self.inference = [0] * (len(INFERENCE_BUCKETS) + 1)
+        self.decode_seconds = 0.0
+        self.encode_seconds = 0.0
+        self.last_inference = 0.0
+
+
+def _merge(histogram: PendingHistogram, labels: tuple[str, ...], counts: list[int],
+           total: float) -> None:
+    entry = histogram.data.get(labels)
+    if entry is None:
+        histogram.data[labels] = [list(counts), total]
+        return
+    entry[0] = [a + b for a, b in zip(entry[0], counts)]
+    entry[1] += total
+
+
+def _spread(slots: dict[_SlotKey, _Slot], p: Figures) -> None:
+    """Add the requests' slots to the figures, metric by metric."""
+    for (route, method, model, version, status, target), slot in slots.items():
+        name = model or ""
+        key = (route, method, name, version, str(status))
+        p.requests[key] = p.requests.get(key, 0) + slot.requests
+        _merge(p.latency, (route,), slot.latency, slot.seconds)
+        _merge(p.request_size, (route,), slot.request_size, slot.request_bytes)
+        _merge(p.response_size, (route,), slot.response_size, slot.response_bytes)
+        if model is None:
+            continue
+        outcome = "success" if status < 400 else "fail"
+        entry = p.model_requests.setdefault((name, version, outcome), [0, 0.0])
+        entry[0] += slot.requests
+        entry[1] += slot.seconds
+        _merge(p.model_latency, (name, version), slot.latency, slot.seconds)
+        if target is not None:
+            routed = (name, version, target)
+            p.routed[routed] = p.routed.get(routed, 0) + slot.requests
+        if slot.inferences:
+            labels = (name, version)
+            p.rows[labels] = p.rows.get(labels, 0) + slot.rows
+            _merge(p.inference, labels, slot.inference, slot.infer_seconds)
+            for stage, value in (("decode", slot.decode_seconds),
+                                 ("infer", slot.infer_seconds),
+                                 ("encode", slot.encode_seconds)):
+                stage_key = (name, version, stage)
+                p.stages[stage_key] = p.stages.get(stage_key, 0.0) + value
+            p.last_inference[labels] = max(p.last_inference.get(labels, 0.0),
+                                           slot.last_inference)
 
 
 class Telemetry:
@@ -28,7 +101,8 @@ class Telemetry:
         self.flush_seconds = flush_seconds
         self.prometheus = PrometheusBridge()
         self._in_flight = 0
-        self._pending = Figures()
+        self._pending = Figures()  # shadow runs'
+        self._slots: dict[_SlotKey, _Slot] = {}  # requests', spread into Figures at each flush
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -53,37 +127,37 @@ class Telemetry:
             self._in_flight += 1
 
     def request_finished(self, record: RequestRecord) -> None:
-        route, name, version = record.route, record.model or "", record.version or ""
+        # One dictionary look-up a request: everything about it is added to the slot of its
+        # label values, which ``flush`` spreads over the metrics (a request's latency is both
+        # the route's and the model version's; its count both the route's and the model's).
+        # Histogram observations into a slot are bucket counts, as PendingHistogram keeps them.
+        model = record.model
+        seconds, rows = record.seconds, record.rows
         method = record.method if record.method in _METHODS else "other"
-        seconds = record.seconds
-        p = self._pending
+        key = (record.route, method, model, record.version or "", record.status, record.target)
         with self._lock:
             self._in_flight -= 1
-            key = (route, method, name, version, str(record.status))
-            p.requests[key] = p.requests.get(key, 0) + 1
-            p.latency.observe((route,), seconds)
-            p.request_size.observe((route,), record.request_bytes)
-            p.response_size.observe((route,), record.response_bytes)
-            if record.model is None:
-                return
-            outcome = "success" if record.status < 400 else "fail"
-            entry = p.model_requests.setdefault((name, version, outcome), [0, 0.0])
-            entry[0] += 1
-            entry[1] += seconds
-            p.model_latency.observe((name, version), seconds)
-            if record.target is not None:
-                routed = (name, version, record.target)
-                p.routed[routed] = p.routed.get(routed, 0) + 1
-            if record.rows is not None:
-                model = (name, version)
-                p.rows[model] = p.rows.get(model, 0) + record.rows
-                p.inference.observe(model, record.infer_seconds)
-                for stage, value in (("decode", record.decode_seconds),
-                                     ("infer", record.infer_seconds),
-                                     ("encode", record.encode_seconds)):
-                    stage_key = (name, version, stage)
-                    p.stages[stage_key] = p.stages.get(stage_key, 0.0) + value
-                p.last_inference[model] = time.time()
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = _Slot()
+            slot.requests += 1
+            slot.seconds += seconds
+            slot.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            size = record.request_bytes
+            slot.request_bytes += size
+            slot.request_size[bisect_left(SIZE_BUCKETS, size)] += 1
+            size = record.response_bytes
+            slot.response_bytes += size
+            slot.response_size[bisect_left(SIZE_BUCKETS, size)] += 1
+            if rows is not None and model is not None:
+                infer = record.infer_seconds
+                slot.inferences += 1
+                slot.rows += rows
+                slot.infer_seconds += infer
+                slot.inference[bisect_left(INFERENCE_BUCKETS, infer)] += 1
+                slot.decode_seconds += record.decode_seconds
+                slot.encode_seconds += record.encode_seconds
+                slot.last_inference = time.time()
 
     def shadow_compared(self, model: str, primary: str, shadow: str, rows: int, agreed: int,
                         max_diff: float, seconds: float, ok: bool) -> None:
@@ -116,7 +190,9 @@ class Telemetry:
         with self._flush_lock:
             with self._lock:
                 figures, self._pending = self._pending, Figures()
+                slots, self._slots = self._slots, {}
                 in_flight = self._in_flight
+            _spread(slots, figures)
             self.prometheus.add(figures, in_flight)
             for source in self._sources:
                 source(self.prometheus)

@@ -627,3 +627,27 @@ def test_max_batch_rows(iris_repository: Path, tmp_path: Path, ref: Reference,
                 np.testing.assert_array_equal(values["probabilities"], ref.run(x)[0])
     finally:
         assert small.stop() == 0, small.log()
+
+
+def test_paths_past_the_remembered_ones_are_routed_alike(server: Server, ref: Reference,
+                                                          rows: np.ndarray) -> None:
+    """The hot path remembers what each path it saw matched (issue 20), MATCHED_PATHS of them
+    per worker at most: past that many distinct paths (hot routes naming unknown models, paths
+    no route takes), every path is still routed as the first time, asked again or not."""
+    from serving.fastpath import MATCHED_PATHS
+
+    doc = v2_json_request(rows[:1], "FP32", False)
+    body = json.dumps(doc).encode()
+    paths = [p for i in range(MATCHED_PATHS + 20)
+             for p in (f"/v2/models/nosuch{i}/infer", f"/nowhere{i}")]
+    for path in [*paths, *paths[:4], *paths[-4:]]:
+        reply = send_to(server.port, "POST", path, body, {"Content-Type": "application/json"})
+        assert reply.status == 404, (path, reply.status)
+        error = json.loads(reply.body)["error"]
+        assert ("'nosuch" in error) if "nosuch" in path else ("no route matches" in error), error
+    for path in ("/v2/models/iris/infer", "/v2/models/iris/versions/1/infer"):
+        _, values = v2_outputs(post_json(server.url, path, doc))
+        np.testing.assert_array_equal(values["class"], ref.run(rows[:1])[1])
+    reply = send_to(server.port, "GET", "/v2/models/iris/infer")
+    assert reply.status == 405 and reply.headers["allow"] == "OPTIONS, POST"
+    assert send_to(server.port, "GET", "/v2/health/live").status == 200

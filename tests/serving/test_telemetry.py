@@ -374,3 +374,95 @@ def test_bucket_counts_reach_prometheus_as_observe_would_put_them(values: list[f
     assert len(want) == len(LATENCY_BUCKETS) + 3 if values else not want
     assert [(n, labels) for n, labels, _ in got] == [(n, labels) for n, labels, _ in want]
     assert [v for _, _, v in got] == pytest.approx([v for _, _, v in want])
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["softserve-worker", "other-server"])
+def test_an_inference_leaves_no_reference_cycle(iris_repository: Path, buffered: bool,
+                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: a single-row inference with every default feature on (metrics, drift counting,
+    the access log) leaves nothing for the cyclic garbage collector: the work left for after the
+    answer (a closure over the request's record) is taken out of the record, so record and task
+    are freed when the request is done, under softserve's worker (the access-log buffer) and
+    under another WSGI server (the answer's close)."""
+    import gc
+    import io
+
+    from serving import create_app
+    from serving.telemetry.access_log import access_log_buffer
+
+    app = create_app({"model_repository": iris_repository, "poll_seconds": 0,
+                      "metrics_flush_seconds": 3600})
+    telemetry = app.extensions["softserve.telemetry"]
+    buffer = access_log_buffer(app)
+    assert buffer is not None
+    flush = buffer.buffer_access_log() if buffered else (lambda: None)
+    answers: list[str] = []
+
+    def request(path: str, body: bytes) -> None:
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "SERVER_NAME": "127.0.0.1",
+                   "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                   "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+                   "wsgi.errors": io.StringIO(), "CONTENT_LENGTH": str(len(body))}
+        out = app(environ, lambda status, headers, exc_info=None: answers.append(status))
+        b"".join(out)
+        getattr(out, "close", lambda: None)()
+        flush()
+
+    try:
+        for path, body in (("/predict", ROW), ("/v2/models/iris/infer", V2)):
+            request(path, body)  # anything made once (caches, the drift counter) made now
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(50):
+                    request(path, body)
+                left = gc.collect()
+            finally:
+                gc.enable()
+            assert left == 0, f"{path}: {left} objects left in reference cycles by 50 requests"
+        assert answers == ["200 OK"] * 102
+        telemetry.flush()
+        drift_rows = telemetry.registry.get_sample_value(
+            "softserve_drift_rows_total", {"model": "iris", "version": "1"})
+        assert drift_rows == 1 + 50 + 3 + 150  # the drift counts were taken all the same
+    finally:
+        telemetry.close()
+        capfd.readouterr()
+
+
+def test_small_requests_rows_are_held_and_counted_as_one_batch() -> None:
+    """Issue 20: drift counting holds the rows of small requests and counts them together at
+    the flush, or once HOLD_ROWS are held (the work it returns, for after that answer); the
+    counts are those of counting each request as it came; big requests are counted at once."""
+    import numpy as np
+
+    from modelrepo.drift import BinCounter, feature_statistics
+    from serving.telemetry.drift import HOLD_BATCH, HOLD_ROWS, DriftCounts
+
+    rng = np.random.default_rng(7)
+    statistics = feature_statistics(rng.normal(0, 1, (500, 3)), ["a", "b", "c"])
+    metadata = {"data": {"statistics": statistics}}
+    served = rng.normal(0.5, 1, (HOLD_ROWS + 5, 3)).astype(np.float32)
+    served[3, 1] = np.nan
+    drift, one_by_one = DriftCounts(1.0), BinCounter(statistics)
+    tasks = [drift.hold("m", "1", metadata, served[i:i + 1]) for i in range(HOLD_ROWS - 1)]
+    assert tasks == [None] * (HOLD_ROWS - 1)  # held, nothing to run after these answers
+    count_held = drift.hold("m", "1", metadata, served[HOLD_ROWS - 1:HOLD_ROWS])
+    assert count_held is not None
+    for i in range(HOLD_ROWS):
+        one_by_one.add(served[i:i + 1])
+    one_by_one.merge()
+    count_held()
+    counter = drift._versions[("m", "1")].counter  # type: ignore[union-attr]
+    assert counter.rows == HOLD_ROWS and (counter.counts == one_by_one.counts).all()
+    assert counter.missing.tolist() == one_by_one.missing.tolist() == [0, 1, 0]
+    assert drift.hold("m", "1", metadata, served[HOLD_ROWS:HOLD_ROWS + 2]) is None
+    drift.count("m", "1", metadata, served[HOLD_ROWS + 2:])  # a "big" request: at once
+    assert counter.rows == HOLD_ROWS + 3  # the 2 held rows are not counted yet
+    one_by_one.add(served[HOLD_ROWS:])
+    bridge = Telemetry(flush_seconds=0).prometheus
+    drift.flush(bridge)  # counts what is held
+    assert bridge.registry.get_sample_value("softserve_drift_rows_total",
+                                            {"model": "m", "version": "1"}) == HOLD_ROWS + 5
+    assert (counter.counts == one_by_one.counts).all()
+    assert 1 <= HOLD_BATCH < HOLD_ROWS
