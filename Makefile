@@ -68,9 +68,9 @@ clean:
 
 ## load benchmark, not a test: real gunicorn + wrk, against a no-op app on the same gunicorn command
 ## and a FastAPI + uvicorn baseline (the bench extra, installed here); writes docs/benchmarks.md
-## and docs/benchmarks.png (BENCH_SECONDS per scenario, default 10; BENCH_ARGS for python -m bench,
-## see its --help)
-bench: install
+## and docs/benchmarks.png, scenarios then the axes of issue 20 (BENCH_SECONDS per scenario, default 8;
+## BENCH_QUICK=1 for a quick run; BENCH_ARGS for python -m bench, see its --help)
+bench: install-test
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \

@@ -27,7 +27,8 @@ issue 7 targets, met or not, and the tables) and docs/benchmarks.png (req/s and 
 connections). A benchmark, not a test: ``make bench`` runs it, ``make test`` does not.
 
     .venv/bin/python -m bench --help
-    make bench                                 # everything, 10 s per scenario, 5 s per sweep point
+    make bench                                 # everything, 8 s per scenario, 5 s per sweep point
+    BENCH_QUICK=1 make bench                   # every point, 2 s each: ~5 min, for development
     BENCH_SECONDS=3 make bench                 # quicker, noisier
     .venv/bin/python -m bench --no-docs --scenarios single --no-sweep \\
         --gunicorn-args="--worker-class gthread --threads 4"
@@ -91,7 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "write docs/benchmarks.md and docs/benchmarks.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--seconds", type=float,
-                        default=float(os.environ.get("BENCH_SECONDS") or 10),
+                        default=float(os.environ.get("BENCH_SECONDS") or 8),
                         help="measured duration of each scenario (env BENCH_SECONDS)")
     parser.add_argument("--warmup", type=float,
                         default=float(os.environ.get("BENCH_WARMUP") or 1),
@@ -127,8 +128,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--axes", default=os.environ.get("BENCH_AXES") or "all",
                         help="how cost grows (issue 20): all, none, or a comma-separated list "
                              "of: " + ", ".join(axes.AXES) + " (env BENCH_AXES)")
+    parser.add_argument("--axis-seconds", type=float,
+                        default=float(os.environ.get("BENCH_AXIS_SECONDS") or 5),
+                        help="measured duration of each wrk run of the axes (env "
+                             "BENCH_AXIS_SECONDS)")
     parser.add_argument("--scenarios", default="all",
-                        help="all, none, single, batch, wide, forest, loop, or a comma-separated "
+                        help="all, none, single, batch, wide, forest, loop, lean, or a "
+                             "comma-separated "
                              "list "
                              "of: "
                              + ", ".join(s.name for s in scenarios())
@@ -170,14 +176,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrk", default=os.environ.get("WRK") or "wrk",
                         help="the wrk executable (env WRK)")
     args = parser.parse_args(argv)
-    if (args.seconds < 1 or args.sweep_seconds < 1 or args.threads < 1
+    if (args.seconds < 1 or args.sweep_seconds < 1 or args.axis_seconds < 1 or args.threads < 1
             or args.connections < args.threads or args.workers < 1 or args.repeat < 1
             or args.baseline_workers < 1):
-        parser.error("need --seconds >= 1, --sweep-seconds >= 1, --threads >= 1, "
+        parser.error("need --seconds >= 1, --sweep-seconds >= 1, --axis-seconds >= 1, "
+                     "--threads >= 1, "
                      "--connections >= --threads, --workers >= 1, --baseline-workers >= 1, "
                      "--repeat >= 1")
     if args.quick:
-        args.seconds = args.sweep_seconds = 2.0
+        args.seconds = args.sweep_seconds = args.axis_seconds = 2.0
         args.warmup, args.repeat = min(args.warmup, 0.5), 1
         args.quiet_wait = min(args.quiet_wait, 2.0)
     try:
@@ -313,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{worker_class}")
         for name, settings in LOOP_SERVERS.items():  # the loop's settings, one server each
             if any(s.server == name for s in chosen):
-                log(f"starting softserve with {settings} (prediction log in {tmp / name})")
+                logged = "SOFTSERVE_PREDICTION_LOG_SAMPLE" in settings
+                log(f"starting softserve with {settings}"
+                    + (f" (prediction log in {tmp / name})" if logged else ""))
                 servers[name] = stack.enter_context(start_gunicorn(
                     repository, args.workers, [*extra, *control(name)], tmp, args.nice,
                     name=name, env={**settings, "SOFTSERVE_PREDICTION_LOG": str(tmp / name)

@@ -71,7 +71,8 @@ def select(text: str) -> list[str]:
 
 def context(args: argparse.Namespace, tmp: Path) -> Context:
     """The axes' context from ``python -m bench``'s options (or an axis's own)."""
-    return Context(tmp=tmp, quick=args.quick, seconds=args.seconds, warmup=args.warmup,
+    seconds = getattr(args, "axis_seconds", None) or args.seconds
+    return Context(tmp=tmp, quick=args.quick, seconds=seconds, warmup=args.warmup,
                    nice=args.nice, wrk=args.wrk, workers=args.workers,
                    quiet_wait=args.quiet_wait)
 
