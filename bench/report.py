@@ -527,11 +527,12 @@ def write_plot(report: Report, path: Path) -> bool:
     s, m = report.settings, report.machine
     base = s.get("baseline") or {}
     fig.suptitle(
-        f"softserve ({s['workers']} gunicorn {s['worker_class']} workers)"
-        + (f" vs FastAPI + uvicorn ({base.get('workers')} workers)" if base else "")
-        + f"; wrk on the same {m['cores']} cores ({m['cpu']}), {report.started}"
+        f"softserve ({s['workers']} gunicorn {str(s['worker_class']).rsplit('.', 1)[-1]} "
+        "workers)" + (f" vs FastAPI + uvicorn ({base.get('workers')} workers)" if base else "")
+        + f"\nwrk on the same {m['cores']} cores ({m['cpu']}), {report.started}"
         + (" (--quick)" if s.get("quick") else ""), fontsize=10)
-    fig.tight_layout()
+    height = 4.6 * rows + 0.8
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))
     if busy:
         fig.subplots_adjust(bottom=0.16 / rows)
         fig.text(0.01, 0.005, f"hollow markers: other programs used >= {NOISY} cores during that "
