@@ -65,9 +65,11 @@ RACY_SECONDS = 1.0
 FULL_SCAN_EVERY = 15
 
 
-def _model_fingerprint(model_dir: Path) -> tuple[Fingerprint, bool] | None:
+def _model_fingerprint(model_dir: Path,
+                       racy_seconds: float = RACY_SECONDS) -> tuple[Fingerprint, bool] | None:
     """(what identifies the model directory's listing and its traffic.json, whether that can be
-    trusted to change with them), or None if the directory cannot be stat'ed."""
+    trusted to change with them: not changed within ``racy_seconds``), or None if the directory
+    cannot be stat'ed."""
     try:
         st = os.stat(model_dir)
     except OSError:
@@ -81,7 +83,7 @@ def _model_fingerprint(model_dir: Path) -> tuple[Fingerprint, bool] | None:
         newest = max(st.st_mtime_ns, st.st_ctime_ns)
     except OSError:
         return None
-    return tuple(parts), time.time_ns() - newest > RACY_SECONDS * 1e9
+    return tuple(parts), time.time_ns() - newest > racy_seconds * 1e9
 
 
 # Issue 12: requests did not stall on a load itself but on the garbage collection it set off.
@@ -201,6 +203,10 @@ class _Cache:
 
 
 class ModelRepository:
+    # A model directory changed less than this long before a scan is looked at in full again
+    # at the next one (see RACY_SECONDS).
+    racy_seconds = RACY_SECONDS
+
     def __init__(self, root: Path, keep_versions: int = 3,
                  telemetry: Telemetry | None = None, default_model: str | None = None,
                  cache_dir: Path | None = None) -> None:
@@ -397,7 +403,8 @@ class ModelRepository:
         """The model's state: the last one if its directory and traffic.json are unchanged
         since the last full look (and ``full`` is False), else looked at in full."""
         model_dir = self.root / name
-        seen = _model_fingerprint(model_dir)  # before the listing: a change after it shows
+        # before the listing: a change after it shows
+        seen = _model_fingerprint(model_dir, self.racy_seconds)
         previous = self._models.get(name)
         if (not full and seen is not None and previous is not None
                 and self._cache.models.get(name) == seen[0]
