@@ -17,7 +17,7 @@ from serving.errors import BadRequest, ModelNotFound, PayloadTooLarge
 from serving.model import LoadedModel
 from serving.repository import ModelRepository, ModelState
 from serving.routes import Handlers
-from serving.telemetry.drift import HOLD_BATCH, DriftCounts
+from serving.telemetry.drift import DriftCounts
 from serving.telemetry.prediction_log import PredictionLog
 from serving.telemetry.record import RECORD_KEY
 from serving.telemetry.shadow import shadow_task
@@ -76,30 +76,21 @@ def _account(environ: dict[str, Any], rows: int, started: float, decoded: float,
 
 def _observe(environ: dict[str, Any], model: LoadedModel, rows: Any, probabilities: Any,
              classes: Any, drift: DriftCounts | None, log: PredictionLog | None) -> None:
-    """After the answer is sent: count the rows for drift and log the inference, each if
-    sampled (neither adds to the client's latency, nor can fail its answer). A small request's
-    rows are only held for drift, to be counted with others at the next metrics flush."""
-    if drift is not None and drift.sampled():
-        if len(rows) <= HOLD_BATCH:
-            count_held = drift.hold(model.name, model.version, model.metadata, rows)
-            if count_held is not None:
-                environ[RECORD_KEY].after_answer(count_held)
-            drift = None
-    else:
-        drift = None
-    log = log if log is not None and log.sampled() else None
-    if drift is None and log is None:
-        return
+    """After the answer is sent: count the rows for drift (``DriftCounts.observe``: a small
+    request's are held, to be counted with others at the next metrics flush) and log the
+    inference, each if sampled (neither adds to the client's latency, nor can fail its
+    answer)."""
     record = environ[RECORD_KEY]
-
-    def task() -> None:
-        if drift is not None:
-            drift.count(model.name, model.version, model.metadata, rows)
-        if log is not None:
+    if drift is not None and drift.sampled():
+        counting = drift.observe(model.name, model.version, model.metadata, rows)
+        if counting is not None:
+            record.after_answer(counting)
+    if log is not None and log.sampled():
+        def log_it() -> None:
             log.prediction(record, model.feature_names, model.class_labels, rows,
                            probabilities, classes)
 
-    record.after_answer(task)
+        record.after_answer(log_it)
 
 
 class Inference:

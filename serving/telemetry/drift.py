@@ -111,6 +111,15 @@ class DriftCounts:
             with self._lock:
                 entry.counter.add(rows)
 
+    def observe(self, name: str, version: str, metadata: dict[str, Any],
+                rows: np.ndarray) -> Callable[[], None] | None:
+        """An inference's ``rows`` (N, F): a small request's (N <= HOLD_BATCH) are held
+        (``hold``), a bigger one's counted. Returns the work to run after the answer, if any.
+        Raises nothing of its own."""
+        if len(rows) <= HOLD_BATCH:
+            return self.hold(name, version, metadata, rows)
+        return lambda: self.count(name, version, metadata, rows)
+
     def hold(self, name: str, version: str, metadata: dict[str, Any],
              rows: np.ndarray) -> Callable[[], None] | None:
         """Keep ``rows`` (N <= HOLD_BATCH, F) sent to ``name`` ``version`` to be counted with
