@@ -76,6 +76,16 @@ class PendingHistogram:
         entry[0][bisect.bisect_left(self.bounds, value)] += 1
         entry[1] += value
 
+    def merge(self, labels: Labels, counts: list[int], total: float) -> None:
+        """Add observations already counted per bucket (as ``data`` holds them) summing
+        ``total``."""
+        entry = self.data.get(labels)
+        if entry is None:
+            self.data[labels] = [list(counts), total]
+            return
+        entry[0] = [a + b for a, b in zip(entry[0], counts)]
+        entry[1] += total
+
 
 class Figures:
     """What a worker recorded since it last handed its figures to prometheus-client, keyed by

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 
 from serving.telemetry.prometheus import (INFERENCE_BUCKETS, LATENCY_BUCKETS, SIZE_BUCKETS,
-                                          Figures, PendingHistogram, PrometheusBridge)
+                                          Figures, PrometheusBridge)
 from serving.telemetry.record import RequestRecord
 
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
@@ -52,39 +52,29 @@ class _Slot:
         self.last_inference = 0.0
 
 
-def _merge(histogram: PendingHistogram, labels: tuple[str, ...], counts: list[int],
-           total: float) -> None:
-    entry = histogram.data.get(labels)
-    if entry is None:
-        histogram.data[labels] = [list(counts), total]
-        return
-    entry[0] = [a + b for a, b in zip(entry[0], counts)]
-    entry[1] += total
-
-
 def _spread(slots: dict[_SlotKey, _Slot], p: Figures) -> None:
     """Add the requests' slots to the figures, metric by metric."""
     for (route, method, model, version, status, target), slot in slots.items():
         name = model or ""
         key = (route, method, name, version, str(status))
         p.requests[key] = p.requests.get(key, 0) + slot.requests
-        _merge(p.latency, (route,), slot.latency, slot.seconds)
-        _merge(p.request_size, (route,), slot.request_size, slot.request_bytes)
-        _merge(p.response_size, (route,), slot.response_size, slot.response_bytes)
+        p.latency.merge((route,), slot.latency, slot.seconds)
+        p.request_size.merge((route,), slot.request_size, slot.request_bytes)
+        p.response_size.merge((route,), slot.response_size, slot.response_bytes)
         if model is None:
             continue
         outcome = "success" if status < 400 else "fail"
         entry = p.model_requests.setdefault((name, version, outcome), [0, 0.0])
         entry[0] += slot.requests
         entry[1] += slot.seconds
-        _merge(p.model_latency, (name, version), slot.latency, slot.seconds)
+        p.model_latency.merge((name, version), slot.latency, slot.seconds)
         if target is not None:
             routed = (name, version, target)
             p.routed[routed] = p.routed.get(routed, 0) + slot.requests
         if slot.inferences:
             labels = (name, version)
             p.rows[labels] = p.rows.get(labels, 0) + slot.rows
-            _merge(p.inference, labels, slot.inference, slot.infer_seconds)
+            p.inference.merge(labels, slot.inference, slot.infer_seconds)
             for stage, value in (("decode", slot.decode_seconds),
                                  ("infer", slot.infer_seconds),
                                  ("encode", slot.encode_seconds)):
