@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import http.client
 import json
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,10 +120,12 @@ def v2_json_body(rows: list[list[float]]) -> bytes:
                               "datatype": "FP32", "data": [v for row in rows for v in row]}]})
 
 
-def v2_binary_body(rows: list[list[float]]) -> tuple[bytes, dict[str, str]]:
-    """A V2 request with binary input and binary outputs, as tritonclient builds it."""
-    n, f = len(rows), len(rows[0])
-    raw = struct.pack(f"<{f * n}f", *(v for row in rows for v in row))
+def v2_binary_body(rows: list[list[float]] | np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """A V2 request with binary input and binary outputs, as tritonclient builds it, of rows
+    given as lists or as an (N, F) array."""
+    values = np.asarray(rows, dtype="<f4")
+    n, f = values.shape
+    raw = values.tobytes()
     header = _json({
         "inputs": [{"name": "input", "shape": [n, f], "datatype": "FP32",
                     "parameters": {"binary_data_size": len(raw)}}],

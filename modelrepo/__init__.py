@@ -429,7 +429,8 @@ def model_lock(model_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -450,7 +451,7 @@ def clean_stale_temporaries(model_dir: Path) -> list[str]:
         if not name.startswith(TMP_PREFIX):
             continue
         pid_text = name[len(TMP_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and pid_alive(int(pid_text)):
             continue
         path = model_dir / name
         if path.is_dir() and not path.is_symlink():

@@ -69,6 +69,8 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers import base
 
+import modelrepo
+
 from .config import Config, ConfigError
 from .http1 import CONTINUE, FramingError, empty_lines, error_response, frame
 from .telemetry.access_log import access_log_buffer
@@ -164,15 +166,7 @@ class _Board:
 
 def _alive(pid: Any) -> bool:
     """Whether a worker's process still exists ("[booting]": not forked yet, so yes)."""
-    if not isinstance(pid, int):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+    return not isinstance(pid, int) or modelrepo.pid_alive(pid)
 
 
 def _parse_error_status(exc: Exception) -> int:

@@ -54,12 +54,12 @@ def _text(rows: np.ndarray) -> str:
 
 def request(kind: str, rows: np.ndarray) -> tuple[str, bytes, dict[str, str]]:
     """Path, body and headers of a ``kind`` request (binary, json, predict) for ``rows``."""
-    from bench.axes.width import binary_body
+    from bench.scenarios import v2_binary_body
 
     n, f = rows.shape
     path = f"/v2/models/{MODEL}/infer"
     if kind == "binary":
-        body, headers = binary_body(rows)
+        body, headers = v2_binary_body(rows)
         return path, body, headers
     json_headers = {"Content-Type": "application/json"}
     if kind == "json":

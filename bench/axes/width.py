@@ -59,24 +59,6 @@ def _json_body(rows: np.ndarray) -> bytes:
             f'"data":[{data}]}}]}}').encode()
 
 
-def binary_body(rows: np.ndarray) -> tuple[bytes, dict[str, str]]:
-    """A V2 request with binary input and binary outputs, as ``bench.scenarios.v2_binary_body``
-    builds it, from an array."""
-    import json
-
-    from bench.scenarios import HEADER_LENGTH
-
-    raw = np.ascontiguousarray(rows, dtype="<f4").tobytes()
-    header = json.dumps({
-        "inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)}}],
-        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}},
-                    {"name": "class", "parameters": {"binary_data": True}}],
-    }, separators=(",", ":")).encode()
-    return header + raw, {"Content-Type": "application/octet-stream",
-                          HEADER_LENGTH: str(len(header))}
-
-
 def body_dir(tmp: Path) -> Path:
     """Where wrk's body files go: memory (/dev/shm) if there is one, the bodies being up to
     ~31 MB each; else ``tmp``. The caller removes it."""
@@ -89,11 +71,11 @@ def body_dir(tmp: Path) -> Path:
 
 
 def _scenarios(width: int) -> list[Any]:
-    from bench.scenarios import Scenario, _check_v2_binary, _check_v2_json
+    from bench.scenarios import Scenario, _check_v2_binary, _check_v2_json, v2_binary_body
 
     rows = _rows(width)
     path = f"/v2/models/{model_name(width)}/infer"
-    body, headers = binary_body(rows)
+    body, headers = v2_binary_body(rows)
     return [
         Scenario(f"width-{width}-binary", f"V2 binary, {ROWS} rows, F = {width}", "POST", path,
                  body, headers, ROWS, _check_v2_binary(ROWS, CLASSES)),
