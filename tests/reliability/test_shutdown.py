@@ -105,7 +105,10 @@ def test_sigterm_under_load_drops_no_accepted_request(worker_class: str, iris_re
     lost = [a for a in everything if a.status is None]
     dropped = [a for a in lost if a.port in accepted]
     refused = [a for a in lost if a.port is None and a.error and a.error.startswith("refused")]
-    backlog = [a for a in lost if a.port is not None and a.port not in accepted]
+    # Never accepted, reset by the listener's close: queued in the backlog, or still in its
+    # handshake (connect() itself reset: once, in a clean-clone CI run on 2026-12-03).
+    backlog = [a for a in lost if a.port not in accepted and (
+        a.port is not None or (a.error or "").startswith("ConnectionResetError"))]
     other = [a for a in lost if a not in dropped and a not in refused and a not in backlog]
     in_flight = [a for a in ok if a.sent_at is not None and a.sent_at < signalled_at
                  and a.port in accepted]
